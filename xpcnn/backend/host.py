@@ -1,0 +1,85 @@
+"""Host-memory (NumPy) helpers for the parts of xpcnn that handle files: data, checkpoints, images."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The NumPy Array API namespace, for host-side array work outside the backend package.
+from array_api_compat import numpy as xp  # noqa: E402
+
+ndarray = np.ndarray
+
+
+def full(shape: tuple[int, ...], value: float, dtype: str = "float32") -> np.ndarray:
+    """A host array of ``shape`` filled with ``value``."""
+    return np.full(shape, value, dtype=dtype)
+
+
+def from_bytes(buffer: bytes, dtype: str, shape: tuple[int, ...], offset: int = 0) -> np.ndarray:
+    """Read ``shape`` values of ``dtype`` (e.g. ``">i4"``, ``"u1"``) from ``buffer`` at ``offset``."""
+    count = int(np.prod(shape)) if shape else 1
+    return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def to_bytes(array: np.ndarray, dtype: str) -> bytes:
+    """The raw bytes of ``array`` as ``dtype``."""
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def fsync_replace(tmp_path: Path, path: Path) -> None:
+    """Make ``tmp_path`` durable, then atomically rename it onto ``path`` (and sync the folder)."""
+    with open(tmp_path, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp_path, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``arrays`` and JSON ``meta`` to one ``.npz`` file atomically (temp file, fsync, rename).
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {name: np.asarray(a) for name, a in arrays.items()}
+    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, __meta__=meta_bytes, **payload)
+        fsync_replace(Path(tmp), path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by :func:`save_arrays`; never unpickles (``allow_pickle=False``).
+
+    Raises ValueError if the file is not such an archive or holds object arrays.
+    """
+    data = Path(path).read_bytes()
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"not an xpcnn checkpoint archive ({exc})") from None
+    if "__meta__" not in arrays:
+        raise ValueError("archive has no xpcnn metadata")
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    return arrays, meta

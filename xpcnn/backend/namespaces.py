@@ -1,0 +1,118 @@
+"""Which array library an array belongs to, and how to get its Array API namespace.
+
+This package (``xpcnn.backend``) is the only place in xpcnn that names numpy, cupy,
+torch or jax; everything else works on the namespace returned by :func:`namespace_of`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import array_api_compat
+
+from xpcnn.errors import BackendMismatchError, BackendUnavailableError
+
+#: Backends xpcnn knows, in the order ``xpcnn info`` lists them.
+BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+
+_COMPAT_MODULE = {
+    "numpy": "array_api_compat.numpy",
+    "cupy": "array_api_compat.cupy",
+    "torch": "array_api_compat.torch",
+    "jax": "jax.numpy",
+    "array_api_strict": "array_api_strict",
+}
+_LIBRARY = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax",
+            "array_api_strict": "array_api_strict"}
+_INSTALL_HINT = {
+    "numpy": "pip install numpy",
+    "cupy": "pip install 'xpcnn[cuda12]' (or [cuda13]) on a machine with an NVIDIA GPU",
+    "torch": "pip install torch",
+    "jax": "pip install jax",
+    "array_api_strict": "pip install array-api-strict",
+}
+
+
+def check_backend_name(name: str) -> str:
+    """Return ``name`` if it is a known backend, else raise a clear ValueError."""
+    if name not in BACKENDS:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def namespace_for(name: str) -> Any:
+    """The Array API namespace of backend ``name`` (imported on first use).
+
+    Raises :class:`BackendUnavailableError` naming the pip command when the library is missing.
+    """
+    check_backend_name(name)
+    try:
+        importlib.import_module(_LIBRARY[name])
+        if name == "jax":
+            import jax
+            jax.config.update("jax_enable_x64", True)  # float64 for gradient checks
+        return importlib.import_module(_COMPAT_MODULE[name])
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {name!r} is not installed ({exc}); install it with: {_INSTALL_HINT[name]}"
+        ) from None
+
+
+def is_available(name: str) -> bool:
+    """True when backend ``name`` can be imported here (says nothing about GPUs)."""
+    try:
+        namespace_for(name)
+        return True
+    except BackendUnavailableError:
+        return False
+
+
+def backend_name(xp: Any) -> str:
+    """The backend name (one of :data:`BACKENDS`) of namespace ``xp``."""
+    checks = (("numpy", array_api_compat.is_numpy_namespace),
+              ("cupy", array_api_compat.is_cupy_namespace),
+              ("torch", array_api_compat.is_torch_namespace),
+              ("jax", array_api_compat.is_jax_namespace),
+              ("array_api_strict", array_api_compat.is_array_api_strict_namespace))
+    for name, check in checks:
+        if check(xp):
+            return name
+    raise BackendUnavailableError(f"namespace {getattr(xp, '__name__', xp)!r} is not a supported backend")
+
+
+def namespace_of(*arrays: Any, where: str = "xpcnn") -> Any:
+    """The Array API namespace shared by ``arrays``.
+
+    Raises :class:`BackendMismatchError` (naming ``where``) if they come from different
+    libraries or live on different devices.
+    """
+    try:
+        xp = array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:
+        kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
+        raise BackendMismatchError(
+            f"{where}: arrays from different backends met ({', '.join(kinds)}); "
+            f"move the model and the data to one backend with model.to(device, backend=...) "
+            f"({exc})") from None
+    devices = []
+    for a in arrays:
+        d = array_api_compat.device(a)
+        if all(d != e for e in devices):
+            devices.append(d)
+    if len(devices) > 1:
+        raise BackendMismatchError(
+            f"{where}: arrays on different devices met ({', '.join(map(str, devices))}); "
+            f"move the model and the data to one device with model.to(device)")
+    return xp
+
+
+def device_of(x: Any) -> Any:
+    """The device object of array ``x``."""
+    return array_api_compat.device(x)
+
+
+def is_jax(xp: Any) -> bool:
+    """True for JAX, whose arrays cannot be written in place."""
+    return array_api_compat.is_jax_namespace(xp)

@@ -1,0 +1,66 @@
+"""Seeded random numbers: identical initial weights on every backend, and per-backend dropout masks.
+
+Draws are counter-based: draw number ``k`` of a stream with seed ``s`` comes from a generator
+seeded with ``(s, k)``, so a stream's whole state is two integers that a checkpoint can hold,
+and resuming reproduces the draws exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xpcnn.backend.devices import Placement, from_numpy
+
+
+def host_generator(*seed: int) -> np.random.Generator:
+    """A NumPy generator seeded by a sequence of integers (for weights and data shuffling)."""
+    return np.random.default_rng([int(s) for s in seed])
+
+
+def uniform_host(seed: tuple[int, ...], shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+    """float64 draws in ``[low, high)`` on the host; the same on every machine for one seed."""
+    return host_generator(*seed).uniform(low, high, size=shape)
+
+
+def permutation_host(n: int, *seed: int) -> np.ndarray:
+    """A seeded permutation of ``range(n)`` as an int64 NumPy array."""
+    return host_generator(*seed).permutation(n)
+
+
+class RandomStream:
+    """Uniform ``[0, 1)`` draws on a placement's device, reproducible from ``(seed, counter)``."""
+
+    def __init__(self, seed: int, placement: Placement) -> None:
+        self.seed = int(seed)
+        self.counter = 0
+        self.placement = placement
+
+    def state(self) -> dict[str, int]:
+        """JSON-ready state."""
+        return {"seed": self.seed, "counter": self.counter}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        """Restore a state from :meth:`state`."""
+        self.seed, self.counter = int(state["seed"]), int(state["counter"])
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """An array of ``shape`` with uniform ``[0, 1)`` values of ``dtype``, on the stream's device."""
+        p = self.placement
+        mixed = (self.seed * 1_000_003 + self.counter) % 2**63
+        self.counter += 1
+        if p.backend == "cupy":
+            import cupy
+            with cupy.cuda.Device(p.index):
+                return cupy.random.default_rng(mixed).random(shape, dtype=cupy.float32).astype(dtype, copy=False)
+        if p.backend == "torch":
+            import torch
+            gen = torch.Generator(device=p.device).manual_seed(mixed)
+            return torch.rand(shape, generator=gen, device=p.device, dtype=dtype)
+        if p.backend == "jax":
+            import jax
+            key = jax.random.fold_in(jax.random.key(self.seed % 2**32), self.counter - 1)
+            return jax.device_put(jax.random.uniform(key, shape, dtype=dtype), p.device)
+        host = host_generator(self.seed, self.counter - 1).random(shape, dtype=np.float32)
+        return from_numpy(host, p) if p.backend != "numpy" else host.astype(dtype, copy=False)

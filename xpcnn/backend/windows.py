@@ -1,0 +1,127 @@
+"""Strided windows (im2col) and their adjoint (col2im): what the Array API standard lacks.
+
+Everything here works on channel-last arrays ``(N, H, W, C)``: a window's ``kw * C`` values
+then lie next to each other in memory, so gathering them is a run of long contiguous copies.
+Each primitive has a fast path for backends with strided views (NumPy, CuPy, PyTorch) and a
+standard-only fallback built from strided slices (JAX, array_api_strict, anything else).
+col2im needs no scatter-add: for one kernel offset the target positions never repeat, so it
+is ``kh * kw`` strided-slice additions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+from xpcnn.backend.namespaces import is_jax
+
+
+def channels_last(x: Any) -> Any:
+    """Logical ``(N, C, H, W)`` array ``x`` as an ``(N, H, W, C)`` array, contiguous if the backend has layouts."""
+    xp = array_api_compat.array_namespace(x)
+    y = xp.permute_dims(x, (0, 2, 3, 1))
+    if array_api_compat.is_numpy_array(y):
+        import numpy
+        return numpy.ascontiguousarray(y)
+    if array_api_compat.is_cupy_array(y):
+        import cupy
+        return cupy.ascontiguousarray(y)
+    if array_api_compat.is_torch_array(y):
+        return y.contiguous()
+    return y
+
+
+def channels_first(x: Any) -> Any:
+    """``(N, H, W, C)`` array as a logical ``(N, C, H, W)`` array (a view where the backend has views)."""
+    xp = array_api_compat.array_namespace(x)
+    return xp.permute_dims(x, (0, 3, 1, 2))
+
+
+def add_at(target: Any, index: tuple, value: Any) -> Any:
+    """``target[index] += value``, returning the result (a new array on immutable JAX)."""
+    if is_jax(array_api_compat.array_namespace(target)):
+        return target.at[index].add(value)
+    target[index] += value
+    return target
+
+
+def pad_hw(x: Any, top: int, bottom: int, left: int, right: int, value: float = 0.0) -> Any:
+    """Pad the H and W axes of ``(N, H, W, C)`` array ``x`` with ``value`` (zero by default)."""
+    if not (top or bottom or left or right):
+        return x
+    xp = array_api_compat.array_namespace(x)
+    n, h, w, c = x.shape
+    out = xp.full((n, h + top + bottom, w + left + right, c), value, dtype=x.dtype,
+                  device=array_api_compat.device(x))
+    index = (slice(None), slice(top, top + h), slice(left, left + w), slice(None))
+    if is_jax(xp):
+        return out.at[index].set(x)
+    out[index] = x
+    return out
+
+
+def crop_hw(x: Any, top: int, bottom: int, left: int, right: int) -> Any:
+    """Inverse of :func:`pad_hw`: drop border rows and columns of ``(N, H, W, C)`` array ``x``."""
+    if not (top or bottom or left or right):
+        return x
+    _, h, w, _ = x.shape
+    return x[:, top:h - bottom, left:w - right, :]
+
+
+def window_index(i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int],
+                 dilation: tuple[int, int]) -> tuple:
+    """Index of the ``(N, Ho, Wo, C)`` strided slice that kernel offset ``(i, j)`` reads."""
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return (slice(None),
+            slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (wo - 1) + 1, sw),
+            slice(None))
+
+
+def im2col(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int],
+           dilation: tuple[int, int]) -> Any:
+    """Gather the windows of padded ``(N, Hp, Wp, C)`` array ``x`` into ``(N*Ho*Wo, kh*kw*C)``.
+
+    Column order is ``(kh, kw, C)``; row order is ``(N, Ho, Wo)``.
+    """
+    (kh, kw), (ho, wo) = kernel, out_hw
+    n, _, _, c = x.shape
+    view = _strided_windows(x, kernel, out_hw, stride, dilation)
+    if view is not None:
+        return view.reshape(n * ho * wo, kh * kw * c)
+    xp = array_api_compat.array_namespace(x)
+    parts = [x[window_index(i, j, out_hw, stride, dilation)] for i in range(kh) for j in range(kw)]
+    return xp.reshape(xp.stack(parts, axis=3), (n * ho * wo, kh * kw * c))
+
+
+def col2im(cols: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
+           out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Any:
+    """Adjoint of :func:`im2col`: sum ``(N*Ho*Wo, kh*kw*C)`` columns back into ``(N, Hp, Wp, C)``."""
+    xp = array_api_compat.array_namespace(cols)
+    (kh, kw), (ho, wo) = kernel, out_hw
+    n, _, _, c = padded_shape
+    blocks = xp.reshape(cols, (n, ho, wo, kh, kw, c))
+    out = xp.zeros(padded_shape, dtype=cols.dtype, device=array_api_compat.device(cols))
+    for i in range(kh):
+        for j in range(kw):
+            out = add_at(out, window_index(i, j, out_hw, stride, dilation), blocks[:, :, :, i, j, :])
+    return out
+
+
+def _strided_windows(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int]) -> Any | None:
+    """A zero-copy ``(N, Ho, Wo, kh, kw, C)`` view of ``x``'s windows, or None if the backend has no strided views."""
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel, out_hw, stride, dilation
+    shape = (x.shape[0], ho, wo, kh, kw, x.shape[3])
+    if array_api_compat.is_numpy_array(x) or array_api_compat.is_cupy_array(x):
+        if array_api_compat.is_numpy_array(x):
+            from numpy.lib.stride_tricks import as_strided
+        else:
+            from cupy.lib.stride_tricks import as_strided
+        s0, s1, s2, s3 = x.strides
+        return as_strided(x, shape, (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3))
+    if array_api_compat.is_torch_array(x):
+        s0, s1, s2, s3 = x.stride()
+        return x.as_strided(shape, (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), x.storage_offset())
+    return None

@@ -1,0 +1,35 @@
+"""Error types raised by xpcnn; each message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class XpcnnError(Exception):
+    """Base class for every error xpcnn raises on purpose."""
+
+
+class ShapeError(XpcnnError, ValueError):
+    """An array has the wrong rank, size or channel count for a layer."""
+
+
+class BackendMismatchError(XpcnnError, TypeError):
+    """Arrays from two backends (or two devices) met in one operation."""
+
+
+class BackendUnavailableError(XpcnnError, RuntimeError):
+    """A backend library is not installed or cannot run here."""
+
+
+class DeviceUnavailableError(XpcnnError, RuntimeError):
+    """A device was named that does not exist or cannot be used here."""
+
+
+class LabelError(XpcnnError, ValueError):
+    """Class labels are not integers in [0, num_classes)."""
+
+
+class DataError(XpcnnError, ValueError):
+    """A data file is missing, corrupt or truncated."""
+
+
+class CheckpointError(XpcnnError, ValueError):
+    """A checkpoint cannot be read, or does not fit the model it is loaded into."""

@@ -1,0 +1,16 @@
+"""CNN layers: each ``forward(x)`` caches what ``backward(grad_out)`` needs; inputs are ``(N, C, H, W)``."""
+
+from xpcnn.layers.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from xpcnn.layers.base import Layer, manual_seed
+from xpcnn.layers.conv import Conv2D
+from xpcnn.layers.dense import Dense
+from xpcnn.layers.pooling import AvgPool2D, MaxPool2D
+from xpcnn.layers.regularization import BatchNorm2D, Dropout
+from xpcnn.layers.reshape import Flatten
+
+#: Layer classes by name, for rebuilding a model from its saved config.
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Dense, ReLU, LeakyReLU, Tanh,
+                                             Sigmoid, Flatten, Dropout, BatchNorm2D)}
+
+__all__ = ["AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "Layer",
+           "LeakyReLU", "MaxPool2D", "ReLU", "Sigmoid", "Tanh", "manual_seed"]

@@ -1,0 +1,55 @@
+"""Loss functions. ``forward`` returns a 0-d array; ``backward`` returns dL/d_logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xpcnn import backend as B
+from xpcnn.errors import LabelError, ShapeError
+from xpcnn.ops.loss import cross_entropy_forward
+
+
+def check_labels(labels: Any, num_classes: int, batch: int | None = None, where: str = "labels") -> None:
+    """Raise :class:`LabelError` unless ``labels`` is a 1-D integer array with values in ``[0, num_classes)``.
+
+    Reading the min and max synchronizes a GPU, so trainers check a dataset once, not each batch.
+    """
+    xp = B.namespace_of(labels)
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise LabelError(f"{where}: expected integer class labels, got dtype {labels.dtype}; "
+                         "convert them with astype(int64) (one-hot or float labels are not accepted)")
+    if len(labels.shape) != 1:
+        raise LabelError(f"{where}: expected a 1-D array of class indices, got shape {tuple(labels.shape)}")
+    if batch is not None and labels.shape[0] != batch:
+        raise LabelError(f"{where}: got {labels.shape[0]} labels for a batch of {batch} inputs")
+    if labels.shape[0]:
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= num_classes:
+            raise LabelError(f"{where}: labels must be in [0, {num_classes - 1}] for {num_classes} classes, "
+                             f"got values from {low} to {high}")
+
+
+class SoftmaxCrossEntropy:
+    """Mean cross-entropy of softmax(logits) against integer labels, fused and numerically stable."""
+
+    def __init__(self, check: bool = True) -> None:
+        self.check = check
+        self._grad = None
+
+    def forward(self, logits: Any, labels: Any) -> Any:
+        """logits ``(N, K)``, labels ``(N,)`` integers in ``[0, K)`` -> mean loss (0-d array)."""
+        if len(logits.shape) != 2:
+            raise ShapeError(f"SoftmaxCrossEntropy: expected logits (N, K), got shape {tuple(logits.shape)}")
+        B.namespace_of(logits, labels, where="SoftmaxCrossEntropy")
+        if self.check:
+            check_labels(labels, logits.shape[1], logits.shape[0], where="SoftmaxCrossEntropy")
+        loss, self._grad = cross_entropy_forward(logits, labels)
+        return loss
+
+    __call__ = forward
+
+    def backward(self) -> Any:
+        """dL/d_logits ``(N, K)`` of the last :meth:`forward`."""
+        if self._grad is None:
+            raise RuntimeError("SoftmaxCrossEntropy: backward() called before forward()")
+        return self._grad

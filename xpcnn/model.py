@@ -1,0 +1,191 @@
+"""``Sequential``: a chain of layers with PyTorch-style state dicts and a device switch."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from xpcnn import backend as B
+from xpcnn.errors import CheckpointError, ShapeError
+from xpcnn.layers import LAYER_TYPES, Layer
+
+
+class Sequential:
+    """Layers applied in order: ``forward`` runs them, ``backward`` runs their backward in reverse.
+
+    Parameters are keyed ``"<index>.<name>"`` (``"0.weight"``), exactly as in a PyTorch
+    ``nn.Sequential``'s state dict.
+    """
+
+    def __init__(self, layers: list[Layer], name: str | None = None) -> None:
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not an xpcnn layer")
+            layer.name = f"layer {i} ({type(layer).__name__})"
+        self.layers = layers
+        self.name = name
+        self.training = True
+        self.placement: B.Placement = B.resolve("cpu")
+        self.dtype = "float32"
+
+    # -- running ----------------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``)."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad_out: Any, need_input_grad: bool = False) -> Any:
+        """Backpropagate dL/d_out through every layer, filling each layer's ``grads``.
+
+        The first layer skips dL/d_input (it is rarely wanted and costs a full col2im);
+        pass ``need_input_grad=True`` to get it back.
+        """
+        if self.layers:
+            self.layers[0].need_input_grad = need_input_grad
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        if self.layers:
+            self.layers[0].need_input_grad = True
+        return grad_out
+
+    def train(self) -> "Sequential":
+        """Training mode: dropout drops, batch norm uses batch statistics."""
+        return self._set_training(True)
+
+    def eval(self) -> "Sequential":
+        """Evaluation mode: dropout is the identity, batch norm uses running statistics."""
+        return self._set_training(False)
+
+    def _set_training(self, flag: bool) -> "Sequential":
+        self.training = flag
+        for layer in self.layers:
+            layer.training = flag
+        return self
+
+    # -- parameters -------------------------------------------------------------------------
+    def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:
+        """``(key, layer, name)`` for each parameter, in state-dict order."""
+        for i, layer in enumerate(self.layers):
+            for name in layer.params:
+                yield f"{i}.{name}", layer, name
+
+    def parameters(self) -> list[Any]:
+        """Every parameter array, in state-dict order."""
+        return [layer.params[name] for _, layer, name in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        """Total count of trainable values."""
+        return sum(_size(p) for p in self.parameters())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and buffers keyed ``"<index>.<name>"`` (arrays on the model's device)."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for name, value in {**layer.params, **layer.buffers}.items():
+                state[f"{i}.{name}"] = value
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy arrays from ``state`` (any backend, e.g. a PyTorch state dict) into this model.
+
+        Raises :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor.
+        """
+        own = self.state_dict()
+        given = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        wrong = [f"{k}: model has {tuple(own[k].shape)}, state has {tuple(given[k].shape)}"
+                 for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
+        problems = []
+        if missing and strict:
+            problems.append("missing " + ", ".join(missing))
+        if unexpected and strict:
+            problems.append("unexpected " + ", ".join(unexpected))
+        if wrong:
+            problems.append("shape mismatch " + "; ".join(wrong))
+        if problems:
+            raise CheckpointError("state dict does not fit this model: " + " | ".join(problems)
+                                  + "; was it saved from another architecture?")
+        for i, layer in enumerate(self.layers):
+            for store in (layer.params, layer.buffers):
+                for name in store:
+                    key = f"{i}.{name}"
+                    if key in given:
+                        value = B.move(given[key], self.placement)
+                        store[name] = self.placement.xp.astype(value, store[name].dtype)
+
+    # -- placement --------------------------------------------------------------------------
+    def to(self, device: Any = "cpu", backend: str | None = None, dtype: str | None = None) -> "Sequential":
+        """Move every parameter and buffer to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+        backend's device object) on ``backend`` (default: numpy for cpu, cupy for cuda), optionally
+        casting to ``dtype`` (``"float32"`` or ``"float64"``). Returns the model.
+        """
+        placement = B.resolve(device, backend)
+        if dtype is not None and dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = dtype or self.dtype
+        target_dtype = getattr(placement.xp, self.dtype)
+        for layer in self.layers:
+            for store in (layer.params, layer.buffers):
+                for name, value in store.items():
+                    store[name] = placement.xp.astype(B.move(value, placement), target_dtype)
+            layer.grads = {}
+            layer.placement = placement
+        self.placement = placement
+        return self
+
+    # -- description ------------------------------------------------------------------------
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the output for ``input_shape`` (batch axis included); checks every layer fits."""
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def summary(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
+        """A table of layer, output shape and parameter count for one ``(C, H, W)`` input."""
+        shape = (1, *input_shape) if len(input_shape) == 3 else tuple(input_shape)
+        rows = [("#", "layer", "output shape", "params")]
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ShapeError as exc:
+                raise ShapeError(f"summary: {exc}") from None
+            count = sum(_size(p) for p in layer.params.values())
+            rows.append((str(i), repr(layer), "(N, " + ", ".join(map(str, shape[1:])) + ")", f"{count:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_parameters():,}  ({self.placement}, {self.dtype})")
+        return "\n".join(lines)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready description that :meth:`from_config` rebuilds the architecture from."""
+        return {"name": self.name, "layers": [{"type": type(layer).__name__, **layer.config()}
+                                              for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Sequential":
+        """Rebuild a model (fresh weights) from :meth:`config` output."""
+        layers = []
+        for spec in config["layers"]:
+            spec = dict(spec)
+            kind = spec.pop("type")
+            if kind not in LAYER_TYPES:
+                raise CheckpointError(f"unknown layer type {kind!r} in model config")
+            layers.append(LAYER_TYPES[kind](**spec))
+        return cls(layers, name=config.get("name"))
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}\n])"
+
+
+def _size(array: Any) -> int:
+    count = 1
+    for d in array.shape:
+        count *= d
+    return count

@@ -1,0 +1,49 @@
+"""Element-wise activations: each forward returns the output, each backward takes what it cached."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xpcnn import backend as B
+
+
+def relu_forward(x: Any) -> Any:
+    """``max(x, 0)``, any shape."""
+    return B.namespace_of(x).maximum(x, 0.0)
+
+
+def relu_backward(grad_y: Any, y: Any) -> Any:
+    """Gradient of ReLU given its output ``y`` (zero where ``y == 0``, as PyTorch)."""
+    return B.namespace_of(grad_y, y).where(y > 0, grad_y, 0.0)
+
+
+def leaky_relu_forward(x: Any, slope: float) -> Any:
+    """``x`` where positive, ``slope * x`` elsewhere."""
+    return B.namespace_of(x).where(x > 0, x, x * slope)
+
+
+def leaky_relu_backward(grad_y: Any, x: Any, slope: float) -> Any:
+    """Gradient of leaky ReLU given its input ``x``."""
+    return B.namespace_of(grad_y, x).where(x > 0, grad_y, grad_y * slope)
+
+
+def tanh_forward(x: Any) -> Any:
+    """Hyperbolic tangent."""
+    return B.namespace_of(x).tanh(x)
+
+
+def tanh_backward(grad_y: Any, y: Any) -> Any:
+    """Gradient of tanh given its output ``y``: ``g * (1 - y**2)``."""
+    return grad_y * (1.0 - y * y)
+
+
+def sigmoid_forward(x: Any) -> Any:
+    """Logistic sigmoid, computed without overflow for large ``|x|``."""
+    xp = B.namespace_of(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def sigmoid_backward(grad_y: Any, y: Any) -> Any:
+    """Gradient of the sigmoid given its output ``y``: ``g * y * (1 - y)``."""
+    return grad_y * y * (1.0 - y)

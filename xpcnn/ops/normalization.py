@@ -1,0 +1,58 @@
+"""Batch normalization over the channel axis of ``(N, C, H, W)`` input, as ``torch.nn.BatchNorm2d``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from xpcnn import backend as B
+
+
+@dataclass
+class BatchNormContext:
+    """Normalized input, inverse std and the count reduced over (training mode)."""
+
+    x_hat: Any
+    inv_std: Any
+    count: int
+    training: bool
+
+
+def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
+                         training: bool, momentum: float = 0.1, eps: float = 1e-5
+                         ) -> tuple[Any, Any, Any, BatchNormContext]:
+    """Returns ``(y, new_running_mean, new_running_var, ctx)``; all statistics are ``(C,)``.
+
+    Training normalizes with the batch's biased variance and updates the running variance
+    with the unbiased one; evaluation uses the running statistics.
+    """
+    xp = B.namespace_of(x, gamma)
+    n, c, h, w = x.shape
+    count = n * h * w
+    if training:
+        mean = xp.mean(x, axis=(0, 2, 3))
+        var = xp.var(x, axis=(0, 2, 3))
+        unbiased = var * (count / max(count - 1, 1))
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var = (1 - momentum) * running_var + momentum * unbiased
+    else:
+        mean, var = running_mean, running_var
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    x_hat = (x - xp.reshape(mean, (1, c, 1, 1))) * xp.reshape(inv_std, (1, c, 1, 1))
+    y = x_hat * xp.reshape(gamma, (1, c, 1, 1)) + xp.reshape(beta, (1, c, 1, 1))
+    return y, running_mean, running_var, BatchNormContext(x_hat, inv_std, count, training)
+
+
+def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tuple[Any, Any, Any]:
+    """Returns ``(grad_x (N, C, H, W), grad_gamma (C,), grad_beta (C,))``."""
+    xp = B.namespace_of(grad_y, gamma)
+    c = gamma.shape[0]
+    grad_beta = xp.sum(grad_y, axis=(0, 2, 3))
+    grad_gamma = xp.sum(grad_y * ctx.x_hat, axis=(0, 2, 3))
+    scale = xp.reshape(gamma * ctx.inv_std, (1, c, 1, 1))
+    if not ctx.training:
+        return grad_y * scale, grad_gamma, grad_beta
+    mean_g = xp.reshape(grad_beta / ctx.count, (1, c, 1, 1))
+    mean_gx = xp.reshape(grad_gamma / ctx.count, (1, c, 1, 1))
+    grad_x = scale * (grad_y - mean_g - ctx.x_hat * mean_gx)
+    return grad_x, grad_gamma, grad_beta

@@ -1,0 +1,90 @@
+"""Max and average 2-D pooling as ``kh * kw`` strided slices (overlapping windows allowed).
+
+Works channel-last internally like :mod:`xpcnn.ops.conv`, so NHWC-backed inputs cost no copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from xpcnn import backend as B
+from xpcnn.ops.shapes import Pair, output_hw
+
+
+@dataclass
+class PoolContext:
+    """Geometry of a pooling call, plus the padded input and output (max pool only)."""
+
+    padded_shape: tuple[int, int, int, int]
+    kernel: Pair
+    stride: Pair
+    padding: tuple[int, int, int, int]
+    out_hw: Pair
+    x_padded: Any = None
+    y: Any = None
+
+
+def _geometry(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
+              ) -> tuple[Pair, list[tuple]]:
+    out_hw = output_hw(tuple(x.shape[2:]), kernel, stride, padding, (1, 1))
+    slices = [B.window_index(i, j, out_hw, stride, (1, 1)) for i in range(kernel[0]) for j in range(kernel[1])]
+    return out_hw, slices
+
+
+def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
+                       ) -> tuple[Any, PoolContext]:
+    """Max over each window. x: ``(N, C, H, W)`` -> ``(N, C, Ho, Wo)``; padding counts as -inf."""
+    xp = B.namespace_of(x)
+    out_hw, slices = _geometry(x, kernel, stride, padding)
+    x_padded = B.pad_hw(B.channels_last(x), *padding, value=-float("inf"))
+    y = x_padded[slices[0]]
+    for index in slices[1:]:
+        y = xp.maximum(y, x_padded[index])
+    ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw, x_padded, y)
+    return B.channels_first(y), ctx
+
+
+def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
+    """Route each output gradient to its window's first maximum (row-major order, as PyTorch does)."""
+    xp = B.namespace_of(grad_y, ctx.x_padded)
+    g = B.channels_last(grad_y)
+    dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
+    _, slices = _geometry_from(ctx)
+    unclaimed = None
+    for index in slices:
+        hit = ctx.x_padded[index] == ctx.y
+        if unclaimed is not None:
+            hit = xp.logical_and(hit, unclaimed)
+        dx = B.add_at(dx, index, xp.where(hit, g, 0.0))
+        unclaimed = xp.logical_not(hit) if unclaimed is None else xp.logical_and(unclaimed, xp.logical_not(hit))
+    return B.channels_first(B.crop_hw(dx, *ctx.padding))
+
+
+def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
+                       ) -> tuple[Any, PoolContext]:
+    """Mean over each window, zero padding included in the count (PyTorch's default)."""
+    out_hw, slices = _geometry(x, kernel, stride, padding)
+    x_padded = B.pad_hw(B.channels_last(x), *padding)
+    y = x_padded[slices[0]]
+    for index in slices[1:]:
+        y = y + x_padded[index]
+    y = y / float(kernel[0] * kernel[1])
+    return B.channels_first(y), PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw)
+
+
+def avg_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
+    """Spread each output gradient evenly over its window."""
+    xp = B.namespace_of(grad_y)
+    g = B.channels_last(grad_y) / float(ctx.kernel[0] * ctx.kernel[1])
+    dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
+    _, slices = _geometry_from(ctx)
+    for index in slices:
+        dx = B.add_at(dx, index, g)
+    return B.channels_first(B.crop_hw(dx, *ctx.padding))
+
+
+def _geometry_from(ctx: PoolContext) -> tuple[Pair, list[tuple]]:
+    slices = [B.window_index(i, j, ctx.out_hw, ctx.stride, (1, 1))
+              for i in range(ctx.kernel[0]) for j in range(ctx.kernel[1])]
+    return ctx.out_hw, slices

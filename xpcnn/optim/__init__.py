@@ -1,0 +1,8 @@
+"""Optimizers (``SGD``, ``Adam``, ``AdamW``) and learning-rate schedules."""
+
+from xpcnn.optim.adam import Adam, AdamW
+from xpcnn.optim.base import Optimizer
+from xpcnn.optim.schedules import CosineAnnealingLR, Schedule, StepLR
+from xpcnn.optim.sgd import SGD
+
+__all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "Optimizer", "Schedule", "StepLR"]
