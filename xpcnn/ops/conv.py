@@ -54,7 +54,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     w_t = xp.permute_dims(w_matrix, (1, 0))
     rows = out_hw[0] * out_hw[1]
     step = _chunk_size(n, rows, kh * kw * c, _itemsize(x))
-    parts = [B.im2col(x_padded[a:a + step], kernel, out_hw, stride, dilation) @ w_t
+    parts = [B.im2col(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation) @ w_t
              for a in range(0, n, step)]
     y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     if bias is not None:
@@ -81,8 +81,9 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     grad_w = None
     dx_parts = []
     for a in range(0, n, step):
-        g_chunk = g[a * rows:(a + step) * rows]
-        x_chunk = ctx.x_padded[a:a + step]
+        end = min(a + step, n)
+        g_chunk = g[a * rows:end * rows, :]
+        x_chunk = ctx.x_padded[a:end, ...]
         cols = B.im2col(x_chunk, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation)
         part = xp.permute_dims(g_chunk, (1, 0)) @ cols
         grad_w = part if grad_w is None else grad_w + part

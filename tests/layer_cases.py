@@ -1,0 +1,115 @@
+"""Layer configurations shared by the finite-difference and PyTorch-oracle tests.
+
+Each case builds an xpcnn layer and the matching PyTorch function, with the input shape to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from xpcnn import layers as L
+
+
+@dataclass
+class Case:
+    id: str
+    make: Callable[[], Any]                 # -> xpcnn layer
+    torch_fn: Callable[..., Any] | None     # (torch_x, **torch_params) -> torch_y
+    input_shape: tuple[int, ...]
+    positive_input: bool = False
+
+
+def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8)):
+    def make():
+        return L.Conv2D(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=bias, seed=7)
+
+    def torch_fn(x, weight, bias=None):
+        import torch.nn.functional as F
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+    name = f"conv-c{cin}o{cout}-k{k}-s{stride}-p{padding}-d{dilation}-b{int(bias)}"
+    return Case(name, make, torch_fn, (shape[0], cin, shape[2], shape[3]))
+
+
+CONV_CASES = [
+    _conv(1, 3, 3),
+    _conv(2, 4, 3, bias=False),
+    _conv(3, 2, (2, 3)),
+    _conv(2, 3, 3, stride=2),
+    _conv(2, 3, 3, stride=(2, 1), padding=1),
+    _conv(2, 2, 3, padding=(2, 1)),
+    _conv(2, 3, 3, padding="same"),
+    _conv(2, 3, 4, padding="same"),
+    _conv(2, 3, 3, padding="valid"),
+    _conv(2, 2, 3, dilation=2),
+    _conv(3, 2, 2, stride=2, padding=1, dilation=(1, 2)),
+    _conv(1, 2, 5, padding=2, shape=(3, None, 7, 7)),
+]
+
+
+def _pool(kind, k, stride=None, padding=0):
+    def make():
+        return (L.MaxPool2D if kind == "max" else L.AvgPool2D)(k, stride=stride, padding=padding)
+
+    def torch_fn(x):
+        import torch.nn.functional as F
+        fn = F.max_pool2d if kind == "max" else F.avg_pool2d
+        return fn(x, k, stride=stride, padding=padding)
+
+    return Case(f"{kind}pool-k{k}-s{stride}-p{padding}", make, torch_fn, (2, 3, 8, 7))
+
+
+POOL_CASES = [
+    _pool("max", 2), _pool("max", 3, 1), _pool("max", 3, 2, 1), _pool("max", (2, 3), (1, 2)),
+    _pool("avg", 2), _pool("avg", 3, 1), _pool("avg", 3, 2, 1), _pool("avg", (3, 2), 2),
+]
+
+
+def _elementwise(name, make, torch_name, positive=False):
+    def torch_fn(x):
+        import torch
+        import torch.nn.functional as F
+        return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+                "leaky": lambda v: F.leaky_relu(v, 0.1), "flatten": lambda v: v.flatten(1)}[torch_name](x)
+    return Case(name, make, torch_fn, (2, 3, 4, 5), positive)
+
+
+ELEMENTWISE_CASES = [
+    _elementwise("relu", L.ReLU, "relu"),
+    _elementwise("leaky-relu", lambda: L.LeakyReLU(0.1), "leaky"),
+    _elementwise("tanh", L.Tanh, "tanh"),
+    _elementwise("sigmoid", L.Sigmoid, "sigmoid"),
+    _elementwise("flatten", L.Flatten, "flatten"),
+]
+
+
+def _dense(bias):
+    def torch_fn(x, weight, bias=None):
+        import torch.nn.functional as F
+        return F.linear(x, weight, bias)
+    return Case(f"dense-b{int(bias)}", lambda: L.Dense(12, 5, bias=bias, seed=3), torch_fn, (4, 12))
+
+
+def _batchnorm():
+    def torch_fn(x, weight, bias):
+        import torch
+        import torch.nn.functional as F
+        c = x.shape[1]
+        return F.batch_norm(x, torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype), weight, bias,
+                            training=True)
+
+    def make():
+        layer = L.BatchNorm2D(3)
+        r = np.random.default_rng(5)
+        layer.params["weight"] = r.uniform(0.5, 1.5, 3).astype(np.float32)
+        layer.params["bias"] = r.uniform(-0.5, 0.5, 3).astype(np.float32)
+        return layer
+    return Case("batchnorm2d", make, torch_fn, (4, 3, 5, 5))
+
+
+PARAM_CASES = [_dense(True), _dense(False), _batchnorm()]
+
+ALL_CASES = CONV_CASES + POOL_CASES + ELEMENTWISE_CASES + PARAM_CASES

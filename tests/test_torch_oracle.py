@@ -1,0 +1,108 @@
+"""Forward and backward of every layer against PyTorch autograd in float32, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from layer_cases import ALL_CASES, Case
+from test_gradients import put_layer
+from xpcnn import layers as L
+from xpcnn.losses import SoftmaxCrossEntropy
+
+torch = pytest.importorskip("torch", reason="PyTorch is the oracle for these tests")
+
+TOL = 1e-5
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def torch_reference(case: Case, layer, x: np.ndarray, grad_y: np.ndarray):
+    tx = torch.tensor(x, requires_grad=True)
+    tparams = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in layer.params.items()}
+    ty = case.torch_fn(tx, **tparams)
+    ty.backward(torch.tensor(grad_y))
+    return ty.detach().numpy(), tx.grad.numpy(), {k: p.grad.numpy() for k, p in tparams.items()}
+
+
+def check_against_torch(case: Case, backend, x: np.ndarray, rng: np.random.Generator) -> None:
+    layer = case.make()
+    host_params = {k: np.asarray(v, dtype=np.float32) for k, v in layer.params.items()}
+    put_layer(layer, backend, np.float32)
+    y = layer.forward(backend.asarray(x))
+    grad_y = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    grad_x = layer.backward(backend.asarray(grad_y))
+    layer.params = host_params
+    ref_y, ref_gx, ref_grads = torch_reference(case, layer, x, grad_y)
+    assert str(y.dtype).endswith("float32")
+    assert rel_err(backend.numpy(y), ref_y) <= TOL, "forward"
+    assert rel_err(backend.numpy(grad_x), ref_gx) <= TOL, "input gradient"
+    for name, ref in ref_grads.items():
+        assert rel_err(backend.numpy(layer.grads[name]), ref) <= TOL, name
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_layer_matches_torch(case: Case, backend, rng) -> None:
+    x = rng.standard_normal(case.input_shape).astype(np.float32)
+    check_against_torch(case, backend, x, rng)
+
+
+def test_maxpool_tie_goes_to_first_maximum(backend) -> None:
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)  # every window is a four-way tie
+    case = Case("ties", lambda: L.MaxPool2D(2), lambda t: torch.nn.functional.max_pool2d(t, 2), x.shape)
+    check_against_torch(case, backend, x, np.random.default_rng(0))
+    x = np.zeros((1, 1, 5, 5), dtype=np.float32)  # overlapping windows, stride 1
+    case = Case("ties-overlap", lambda: L.MaxPool2D(3, 1), lambda t: torch.nn.functional.max_pool2d(t, 3, 1),
+                x.shape)
+    check_against_torch(case, backend, x, np.random.default_rng(0))
+
+
+def test_cross_entropy_matches_torch(backend, rng) -> None:
+    logits = (rng.standard_normal((16, 10)) * 4).astype(np.float32)
+    labels = rng.integers(0, 10, 16)
+    loss = SoftmaxCrossEntropy()
+    value = float(loss.forward(backend.asarray(logits), backend.asarray(labels)))
+    grad = backend.numpy(loss.backward())
+    t = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(t, torch.tensor(labels))
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=TOL)
+    assert rel_err(grad, t.grad.numpy()) <= TOL
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), cin=st.integers(1, 4), cout=st.integers(1, 4), h=st.integers(1, 10),
+       w=st.integers(1, 10), kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 3),
+       pad=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_conv_random_shapes_match_torch(n, cin, cout, h, w, kh, kw, stride, pad, dil, bias, seed) -> None:
+    """Property test: any fitting conv geometry agrees with PyTorch (NumPy backend)."""
+    from conftest import make_backend
+    if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
+        return  # does not fit: covered by the error tests
+    rng = np.random.default_rng(seed)
+
+    def torch_fn(t, weight, bias=None):
+        return torch.nn.functional.conv2d(t, weight, bias, stride=stride, padding=pad, dilation=dil)
+    case = Case("prop", lambda: L.Conv2D(cin, cout, (kh, kw), stride, pad, dil, bias, seed=seed), torch_fn,
+                (n, cin, h, w))
+    check_against_torch(case, make_backend("numpy"), rng.standard_normal(case.input_shape).astype(np.float32), rng)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
+       k=st.integers(1, 3), stride=st.integers(1, 3), pad=st.integers(0, 1), kind=st.sampled_from(["max", "avg"]),
+       seed=st.integers(0, 2**16))
+def test_pool_random_shapes_match_torch(n, c, h, w, k, stride, pad, kind, seed) -> None:
+    """Property test: pooling over random geometries agrees with PyTorch (NumPy backend)."""
+    from conftest import make_backend
+    if 2 * pad > k or h + 2 * pad < k or w + 2 * pad < k:
+        return
+    rng = np.random.default_rng(seed)
+    fn = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+    layer_type = L.MaxPool2D if kind == "max" else L.AvgPool2D
+    case = Case("prop", lambda: layer_type(k, stride, pad), lambda t: fn(t, k, stride, pad), (n, c, h, w))
+    check_against_torch(case, make_backend("numpy"), rng.standard_normal(case.input_shape).astype(np.float32), rng)
