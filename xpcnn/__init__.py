@@ -3,7 +3,8 @@
 from xpcnn import layers, losses, models, optim
 from xpcnn.layers import manual_seed
 from xpcnn.model import Sequential
+from xpcnn.training import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["Sequential", "__version__", "layers", "losses", "manual_seed", "models", "optim"]
+__all__ = ["Sequential", "Trainer", "__version__", "layers", "losses", "manual_seed", "models", "optim"]

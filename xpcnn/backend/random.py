@@ -29,38 +29,24 @@ def permutation_host(n: int, *seed: int) -> np.ndarray:
     return host_generator(*seed).permutation(n)
 
 
-class RandomStream:
-    """Uniform ``[0, 1)`` draws on a placement's device, reproducible from ``(seed, counter)``."""
+def uniform(placement: Placement, seed: int, counter: int, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Draw number ``counter`` of stream ``seed``: uniform ``[0, 1)`` values of ``dtype`` on ``placement``.
 
-    def __init__(self, seed: int, placement: Placement) -> None:
-        self.seed = int(seed)
-        self.counter = 0
-        self.placement = placement
-
-    def state(self) -> dict[str, int]:
-        """JSON-ready state."""
-        return {"seed": self.seed, "counter": self.counter}
-
-    def load_state(self, state: dict[str, int]) -> None:
-        """Restore a state from :meth:`state`."""
-        self.seed, self.counter = int(state["seed"]), int(state["counter"])
-
-    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """An array of ``shape`` with uniform ``[0, 1)`` values of ``dtype``, on the stream's device."""
-        p = self.placement
-        mixed = (self.seed * 1_000_003 + self.counter) % 2**63
-        self.counter += 1
-        if p.backend == "cupy":
-            import cupy
-            with cupy.cuda.Device(p.index):
-                return cupy.random.default_rng(mixed).random(shape, dtype=cupy.float32).astype(dtype, copy=False)
-        if p.backend == "torch":
-            import torch
-            gen = torch.Generator(device=p.device).manual_seed(mixed)
-            return torch.rand(shape, generator=gen, device=p.device, dtype=dtype)
-        if p.backend == "jax":
-            import jax
-            key = jax.random.fold_in(jax.random.key(self.seed % 2**32), self.counter - 1)
-            return jax.device_put(jax.random.uniform(key, shape, dtype=dtype), p.device)
-        host = host_generator(self.seed, self.counter - 1).random(shape, dtype=np.float32)
-        return from_numpy(host, p) if p.backend != "numpy" else host.astype(dtype, copy=False)
+    Counter-based, so a stream's whole state is ``(seed, counter)`` and a resumed run repeats it exactly.
+    """
+    p = placement
+    mixed = (int(seed) * 1_000_003 + int(counter)) % 2**63
+    if p.backend == "cupy":
+        import cupy
+        with cupy.cuda.Device(p.index):
+            return cupy.random.default_rng(mixed).random(shape, dtype=cupy.float32).astype(dtype, copy=False)
+    if p.backend == "torch":
+        import torch
+        gen = torch.Generator(device=p.device).manual_seed(mixed)
+        return torch.rand(shape, generator=gen, device=p.device, dtype=dtype)
+    if p.backend == "jax":
+        import jax
+        key = jax.random.fold_in(jax.random.key(int(seed) % 2**32), int(counter))
+        return jax.device_put(jax.random.uniform(key, shape, dtype=dtype), p.device)
+    draws = host_generator(seed, counter).random(shape, dtype=np.float32)
+    return draws.astype(dtype, copy=False) if p.backend == "numpy" else p.xp.astype(from_numpy(draws, p), dtype)

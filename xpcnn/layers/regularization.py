@@ -21,7 +21,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
         self.p = float(p)
         self.seed = seed if seed is not None else sum(next_seed()) * 7919
-        self.stream: B.random.RandomStream | None = None
+        self.draws = 0  # masks drawn so far: with the seed, the whole random state
         self._mask = None
 
     def config(self) -> dict[str, Any]:
@@ -31,12 +31,9 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        placement = B.placement_of(x)
-        if self.stream is None or self.stream.placement.device != placement.device:
-            counter = 0 if self.stream is None else self.stream.counter
-            self.stream = B.random.RandomStream(self.seed, placement)
-            self.stream.counter = counter
-        self._mask = dropout_mask(self.stream.uniform(tuple(x.shape), x.dtype), self.p, x.dtype)
+        uniform = B.random.uniform(B.placement_of(x), self.seed, self.draws, tuple(x.shape), x.dtype)
+        self.draws += 1
+        self._mask = dropout_mask(uniform, self.p, x.dtype)
         return dropout_forward(x, self._mask)
 
     def backward(self, grad_out: Any) -> Any:
