@@ -1,0 +1,69 @@
+"""``xpcnn evaluate`` and ``xpcnn predict``: use a saved checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xpcnn import optim
+from xpcnn.backend import host
+from xpcnn.checkpoint import load_checkpoint
+from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits
+from xpcnn.data import datasets
+from xpcnn.data.images import load_digit
+from xpcnn.training import Trainer
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy, loss and per-class recall of a checkpoint on a test set")
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    add_data_arguments(p, default_dataset=None)
+    add_device_arguments(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_evaluate)
+
+    p = sub.add_parser("predict", help="classify PNG/JPEG images with a checkpoint")
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    add_device_arguments(p)
+    p.set_defaults(run=run_predict)
+
+
+def _trainer(path: Path, args: argparse.Namespace):
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.build_model()
+    state = checkpoint.meta.get("trainer", {})
+    trainer = Trainer(model, optim.SGD(model, lr=1.0), device=args.device, backend=args.backend,
+                      normalization=tuple(state.get("normalization", (0.1307, 0.3081))), progress=False)
+    return trainer, checkpoint
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    trainer, checkpoint = _trainer(args.checkpoint, args)
+    args.dataset = args.dataset or checkpoint.meta.get("dataset", "mnist")
+    _, test = load_splits(args)
+    result = trainer.evaluate(test)
+    if args.json:
+        print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
+                          "per_class_recall": result["per_class_recall"],
+                          "per_class_precision": result["per_class_precision"],
+                          "confusion_matrix": result["confusion_matrix"], "dataset": args.dataset,
+                          "images": len(test)}))
+        return 0
+    classes = datasets.dataset_info(args.dataset).classes
+    print(f"{args.dataset} test set, {len(test)} images: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    for name, recall in zip(classes, result["per_class_recall"]):
+        print(f"  {name:>12}  recall {recall:.4f}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    trainer, checkpoint = _trainer(args.checkpoint, args)
+    images = host.xp.stack([load_digit(path) for path in args.images])
+    probabilities = trainer.predict(images)
+    classes = checkpoint.meta.get("classes") or [str(i) for i in range(probabilities.shape[1])]
+    for path, row in zip(args.images, probabilities):
+        best = int(host.xp.argmax(row))
+        print(f"{path}: {classes[best]} ({float(row[best]):.3f})")
+    return 0

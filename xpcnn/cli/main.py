@@ -1,0 +1,39 @@
+"""The ``xpcnn`` command: ``train``, ``evaluate``, ``predict``, ``info`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xpcnn import __version__
+from xpcnn.cli import bench, evaluate, info, train
+from xpcnn.errors import XpcnnError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xpcnn", description="Train CNNs on any Array API backend.")
+    parser.add_argument("--version", action="version", version=f"xpcnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train.add_parser(sub)
+    evaluate.add_parsers(sub)
+    info.add_parser(sub)
+    bench.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one clear line on stderr and a non-zero exit for bad input, never a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (XpcnnError, ValueError, OSError) as exc:
+        message = str(exc).strip() or type(exc).__name__
+        print(f"xpcnn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xpcnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""``xpcnn train``: train a preset on a dataset, writing checkpoints, history and plots into --out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from xpcnn import models, optim
+from xpcnn.checkpoint import load_checkpoint
+from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits, positive_float, positive_int
+from xpcnn.data import datasets
+from xpcnn.errors import XpcnnError
+from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted
+from xpcnn.training import plots
+
+OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
+OUTPUTS = ("last.npz", "best.npz", "history.jsonl")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a CNN (with no arguments: seed-deep on MNIST)",
+                       description="Train a preset CNN. Writes last.npz, best.npz, history.jsonl and PNG plots "
+                                   "into --out.")
+    p.add_argument("--model", default="seed-deep", choices=sorted(models.PRESETS), help="preset (default: %(default)s)")
+    add_data_arguments(p)
+    add_device_arguments(p)
+    p.add_argument("--epochs", type=positive_int, default=3, help="total epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="default: %(default)s")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="default: %(default)s")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: 0.01 for sgd, 0.001 for adam/adamw)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="weights, shuffling and dropout seed (default: %(default)s)")
+    p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N images only")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<model>-<dataset>)")
+    p.add_argument("--resume", type=Path, metavar="CKPT", help="continue from a checkpoint (e.g. OUT/last.npz)")
+    p.add_argument("--force", action="store_true", help="overwrite the checkpoints and history already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or Path("runs") / f"{args.model}-{args.dataset}"
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not (args.resume or args.force):
+        raise XpcnnError(f"{out} already holds {', '.join(existing)}; pass --resume {out / 'last.npz'} to "
+                         "continue, --force to overwrite, or another --out")
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    train, test = load_splits(args)
+    if args.limit_train:
+        train = train.take(0, args.limit_train)
+    info = datasets.dataset_info(args.dataset)
+    if checkpoint is not None:
+        model = checkpoint.build_model()
+        opt_name = checkpoint.meta.get("optimizer", {}).get("type", "Adam").lower()
+        opt_cls, _ = OPTIMIZERS.get(opt_name, OPTIMIZERS["adam"])
+        hyper = dict(checkpoint.meta.get("optimizer", {}).get("hyperparameters", {}))
+        hyper.pop("betas", None) if opt_cls is optim.SGD else None
+        if "betas" in hyper:
+            hyper["betas"] = tuple(hyper["betas"])
+        optimizer = opt_cls(model, **hyper)
+        seed = checkpoint.meta.get("trainer", {}).get("seed", args.seed)
+    else:
+        model = models.build(args.model, seed=args.seed)
+        opt_cls, default_lr = OPTIMIZERS[args.optimizer]
+        extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
+        optimizer = opt_cls(model, lr=args.lr or default_lr, **extra)
+        seed = args.seed
+    trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=seed,
+                      normalization=(info.mean, info.std), progress=not args.no_progress)
+    trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes)}
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.force and not args.resume:
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+    print(f"training {model.name or args.model} on {args.dataset} ({len(train)} train / {len(test)} test images) "
+          f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}", file=sys.stderr)
+    try:
+        trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size,
+                    callbacks=[ModelCheckpoint(out), HistoryLogger(out / "history.jsonl")])
+    except TrainingInterrupted:
+        print(f"\ninterrupted: progress saved to {out / 'last.npz'}; continue with "
+              f"xpcnn train --resume {out / 'last.npz'} --out {out} --epochs {args.epochs}", file=sys.stderr)
+        return 130
+    result = trainer.evaluate(test)
+    print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+                      "per_class_recall": [round(r, 4) for r in result["per_class_recall"]]}))
+    if plots.matplotlib_available():
+        plots.plot_history(trainer.history, out / "history.png")
+        plots.plot_recall(result["per_class_recall"], info.classes, out / "recall.png")
+        print(f"wrote {out / 'last.npz'}, {out / 'best.npz'}, {out / 'history.jsonl'}, history.png, recall.png",
+              file=sys.stderr)
+    else:
+        print(f"wrote {out / 'last.npz'}, {out / 'best.npz'}, {out / 'history.jsonl'}; "
+              "for PNG plots: pip install 'xpcnn[plots]'", file=sys.stderr)
+    return 0
