@@ -10,8 +10,15 @@ from xpcnn.cli import bench, evaluate, info, train
 from xpcnn.errors import XpcnnError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (what was wrong, and where to look) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xpcnn", description="Train CNNs on any Array API backend.")
+    parser = _Parser(prog="xpcnn", description="Train CNNs on any Array API backend.")
     parser.add_argument("--version", action="version", version=f"xpcnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_parser(sub)

@@ -114,11 +114,11 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[st
             return {part: fetch(info, part) for part in parts}
         except DataError as exc:
             errors.append(str(exc))
-    searched = "\n  ".join(str(d) for d in search_dirs(name, data_dir))
+    searched = ", ".join(str(d) for d in search_dirs(name, data_dir))
     wanted = ", ".join(FILES[p] + "[.gz]" for p in parts)
     hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
-    raise DataError(f"dataset {name!r} not found: looked for {wanted} in\n  {searched}\n"
-                    + (f"download failed: {errors[0]}\n" if errors else "")
+    raise DataError(f"dataset {name!r} not found: looked for {wanted} in {searched}; "
+                    + (f"download failed: {errors[0]}; " if errors else "")
                     + f"put the four IDX files in a folder and pass --data-dir DIR, or set XPCNN_DATA{hint}")
 
 

@@ -161,10 +161,11 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_meta(self) -> dict[str, Any]:
         """Progress and RNG state for a checkpoint (JSON-ready)."""
-        dropout = {str(i): layer.draws for i, layer in enumerate(self.model.layers) if hasattr(layer, "draws")}
+        dropout = {str(i): [layer.seed, layer.draws] for i, layer in enumerate(self.model.layers)
+                   if hasattr(layer, "draws")}
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
-                            "normalization": list(self.normalization), "dropout_draws": dropout},
+                            "normalization": list(self.normalization), "dropout_streams": dropout},
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
                 "history": self.history, **self.extra_meta}
 
@@ -183,8 +184,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch = int(state.get("epoch", 0)), int(state.get("batch_in_epoch", 0))
         self.global_step, self.seed = int(state.get("global_step", 0)), int(state.get("seed", self.seed))
         self.normalization = tuple(state.get("normalization", self.normalization))
-        for index, draws in state.get("dropout_draws", {}).items():
-            self.model.layers[int(index)].draws = int(draws)
+        for index, (seed, draws) in state.get("dropout_streams", {}).items():
+            self.model.layers[int(index)].seed, self.model.layers[int(index)].draws = int(seed), int(draws)
         if self.schedule is not None and checkpoint.meta.get("schedule"):
             self.schedule.load_state_dict(checkpoint.meta["schedule"])
         self.history = list(checkpoint.meta.get("history", []))

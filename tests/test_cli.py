@@ -1,0 +1,118 @@
+"""The xpcnn command: bad input gets one clear line and a non-zero exit; user data is never overwritten."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpcnn.cli.main import main
+
+DATA = ["--dataset", "mnist", "--split-test-set", "8000"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xpcnn.cli.main", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli("train", "--data-dir", str(mnist_dir), *DATA, "--limit-train", "2000", "--epochs", "2",
+                     "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test_accuracy"] > 0.85
+    assert {p.name for p in out.iterdir()} >= {"last.npz", "best.npz", "history.jsonl"}
+    assert len((out / "history.jsonl").read_text().splitlines()) == 2
+    return out
+
+
+def test_evaluate_json(trained: Path, mnist_dir: Path) -> None:
+    result = run_cli("evaluate", str(trained / "best.npz"), "--data-dir", str(mnist_dir), *DATA, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"accuracy", "loss", "per_class_recall", "confusion_matrix"} <= set(report)
+    assert np.sum(report["confusion_matrix"]) == 2000 and report["accuracy"] > 0.85
+
+
+def test_predict_images(trained: Path, mnist_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from xpcnn.data import datasets
+    test = datasets.load_test_only("mnist", mnist_dir)
+    paths = []
+    for i in range(8000, 8010):  # held-out digits, drawn dark-on-light and enlarged like a photo of paper
+        img = Image.fromarray(255 - test.images[i]).resize((112, 112))
+        paths.append(tmp_path / f"digit{i}.png")
+        img.save(paths[-1])
+    result = run_cli("predict", str(trained / "best.npz"), *map(str, paths))
+    assert result.returncode == 0, result.stderr
+    predicted = [int(line.split(": ")[1].split()[0]) for line in result.stdout.splitlines()]
+    assert np.mean(np.array(predicted) == test.labels[8000:8010]) >= 0.8
+
+
+def test_existing_outputs_are_not_overwritten(trained: Path, mnist_dir: Path) -> None:
+    before = (trained / "last.npz").read_bytes()
+    result = run_cli("train", "--data-dir", str(mnist_dir), *DATA, "--out", str(trained))
+    assert_one_line_error(result, "already holds")
+    assert (trained / "last.npz").read_bytes() == before
+
+
+def test_resume_continues(trained: Path, mnist_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / "last.npz").write_bytes((trained / "last.npz").read_bytes())
+    result = run_cli("train", "--data-dir", str(mnist_dir), *DATA, "--limit-train", "2000", "--epochs", "3",
+                     "--out", str(out), "--resume", str(out / "last.npz"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "history.jsonl").read_text().splitlines()[-1])["epoch"] == 3
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+    (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["train", "--epochs", "0"], "--epochs: must be positive"),
+    (["train", "--epochs", "-3"], "--epochs: must be positive"),
+    (["train", "--batch-size", "0"], "--batch-size: must be positive"),
+    (["train", "--lr", "-1"], "--lr: must be positive"),
+    (["train", "--device", "tpu", "--data-dir", "MNIST", "--split-test-set", "8000"], "unknown device 'tpu'"),
+    (["train", "--device", "cuda", "--data-dir", "MNIST", "--split-test-set", "8000"], "CUDA"),
+    (["train", "--data-dir", "/nonexistent", "--out", "OUT"], "not found"),
+    (["evaluate", "/nonexistent.npz", "--dataset", "mnist"], "does not exist"),
+    (["predict", "CKPT", "/nonexistent.png"], "no such image file"),
+    (["predict", "CKPT", "NOTANIMAGE"], "cannot read it as an image"),
+])
+def test_bad_input_gets_one_clear_line(args, fragment, trained, mnist_dir, tmp_path) -> None:
+    bogus = tmp_path / "bogus.png"
+    bogus.write_text("this is not a picture")
+    replace = {"MNIST": str(mnist_dir), "CKPT": str(trained / "best.npz"), "NOTANIMAGE": str(bogus),
+               "OUT": str(tmp_path / "out")}
+    assert_one_line_error(run_cli(*[replace.get(a, a) for a in args]), fragment)
+
+
+def test_help_for_every_command(capsys) -> None:
+    for command in ("train", "evaluate", "predict", "info", "bench"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: xpcnn " + command in capsys.readouterr().out
+
+
+def test_info_lists_backends(capsys) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "array_api_strict" in out

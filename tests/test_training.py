@@ -1,0 +1,128 @@
+"""Training on real digits, exact resume, crash-safe and code-free checkpoints, device moves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import backend as B
+from xpcnn.checkpoint import load_checkpoint, save_checkpoint
+from xpcnn.data import datasets
+from xpcnn.errors import CheckpointError
+from xpcnn.training import ModelCheckpoint, Trainer
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    test = datasets.load_test_only("mnist", mnist_dir)
+    return test.take(0, 3000), test.take(8000)
+
+
+def test_short_run_on_real_digits_learns(digits) -> None:
+    """seed-deep on 3,000 real MNIST digits for 2 epochs must reach 90% on 2,000 held-out digits."""
+    train, test = digits
+    model = xpcnn.models.build("seed-deep")
+    trainer = Trainer(model, xpcnn.optim.Adam(model, 1e-3), progress=False)
+    history = trainer.fit(train, test, epochs=2, batch_size=32)
+    assert history[-1]["val_accuracy"] >= 0.90
+    result = trainer.evaluate(test)
+    assert result["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+    assert np.sum(result["confusion_matrix"]) == 2000 and len(result["per_class_recall"]) == 10
+
+
+def _trainer(seed=0):
+    model = xpcnn.models.build("mnist-cnn", seed=seed)  # has dropout: its RNG state must resume too
+    return Trainer(model, xpcnn.optim.Adam(model, 1e-3), progress=False, seed=seed)
+
+
+def test_resume_is_bit_identical(digits, tmp_path: Path) -> None:
+    train = digits[0].take(0, 384)
+    straight = _trainer()
+    straight.fit(train, epochs=2, batch_size=64)
+
+    first = _trainer()
+    first.fit(train, epochs=1, batch_size=64, callbacks=[ModelCheckpoint(tmp_path)])
+    resumed = _trainer(seed=5)  # different seed and weights: everything must come from the checkpoint
+    checkpoint = load_checkpoint(tmp_path / "last.npz")
+    resumed.model.load_state_dict(checkpoint.model_state)
+    resumed.restore(checkpoint)
+    resumed.fit(train, epochs=2, batch_size=64)
+    for key, value in straight.model.state_dict().items():
+        assert np.array_equal(B.to_numpy(resumed.model.state_dict()[key]), B.to_numpy(value)), key
+    assert resumed.optimizer.step_count == straight.optimizer.step_count
+
+
+def test_checkpoint_killed_mid_write_leaves_previous_intact(tmp_path: Path) -> None:
+    path = tmp_path / "last.npz"
+    model = xpcnn.models.build("seed-deep", seed=1)
+    save_checkpoint(path, model, meta={"marker": "previous"})
+    script = textwrap.dedent(f"""
+        import os, time, numpy as np, xpcnn
+        from xpcnn.checkpoint import save_checkpoint
+        real = np.savez
+        def slow_savez(handle, **arrays):
+            handle.write(b"partial bytes of a torn write")
+            handle.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+        np.savez = slow_savez
+        save_checkpoint({str(path)!r}, xpcnn.models.build("seed-deep", seed=2), meta={{"marker": "new"}})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()
+    proc.wait()
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.meta["marker"] == "previous"
+    restored = checkpoint.build_model()
+    np.testing.assert_array_equal(restored.state_dict()["0.weight"], model.state_dict()["0.weight"])
+
+
+def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+    payload = np.empty(1, dtype=object)
+    payload[0] = Exploit()
+    path = tmp_path / "evil.npz"
+    np.savez(path, __meta__=np.frombuffer(b'{"format": "xpcnn-checkpoint"}', np.uint8), **{"model:0.weight": payload})
+    with pytest.raises(CheckpointError, match="not a readable xpcnn checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_garbage_and_missing_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(tmp_path / "junk.npz")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+
+
+def test_checkpoint_into_wrong_architecture_names_tensors(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "simple.npz", xpcnn.models.build("seed-simple"))
+    with pytest.raises(CheckpointError, match=r"0\.weight: model has \(8, 1, 5, 5\), state has \(8, 1, 3, 3\)"):
+        xpcnn.models.build("seed-deep").load_state_dict(load_checkpoint(tmp_path / "simple.npz").model_state)
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "torch"), ("device1", "array_api_strict"), ("cpu", "jax")])
+def test_moved_model_predicts_the_same(digits, device, backend) -> None:
+    pytest.importorskip(backend)
+    train, test = digits
+    model = xpcnn.models.build("seed-deep")
+    trainer = Trainer(model, xpcnn.optim.Adam(model, 1e-3), progress=False)
+    trainer.fit(train.take(0, 1000), epochs=1, batch_size=50)
+    before = trainer.predict(test.images[:300])
+    moved = Trainer(model, xpcnn.optim.Adam(model, 1e-3), device=device, backend=backend, progress=False)
+    after = moved.predict(test.images[:300])
+    assert B.placement_of(model.parameters()[0]).backend == backend
+    np.testing.assert_array_equal(after.argmax(1), before.argmax(1))
+    np.testing.assert_allclose(after, before, atol=1e-5)
