@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,13 @@ def make_backend(name: str) -> Backend:
         pytest.skip(f"{name} is not installed ({exc})")
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
+def selected_backends() -> list[str]:
+    """All backends, or those named in $XPCNN_TEST_BACKENDS (comma-separated; nox sets it per session)."""
+    chosen = os.environ.get("XPCNN_TEST_BACKENDS")
+    return [b for b in BACKEND_PARAMS if not chosen or b in chosen.split(",")]
+
+
+@pytest.fixture(params=selected_backends())
 def backend(request: pytest.FixtureRequest) -> Backend:
     return make_backend(request.param)
 

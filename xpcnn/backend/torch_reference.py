@@ -34,3 +34,45 @@ def build_torch_model(config: dict[str, Any]) -> "torch.nn.Sequential":
         else:
             layers.append({"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "Flatten": nn.Flatten}[kind]())
     return nn.Sequential(*layers)
+
+
+class TorchTrainStep:
+    """One native-PyTorch training step (forward, backward, optimizer) of a model config, for timing."""
+
+    def __init__(self, config: dict[str, Any], state: dict[str, Any], batch_size: int, device: str = "cpu",
+                 optimizer: str = "adam", lr: float = 1e-3, seed: int = 0) -> None:
+        import numpy as np
+        self.device = torch.device(device)
+        self.model = build_torch_model(config).to(self.device)
+        self.model.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in state.items()}, strict=False)
+        params = self.model.parameters()
+        self.optimizer = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        self.x = torch.randn((batch_size, 1, 28, 28), generator=gen).to(self.device)
+        self.y = torch.randint(0, 10, (batch_size,), generator=gen).to(self.device)
+
+    def train(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.x)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def reset_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+
+
+def torch_version() -> str:
+    return torch.__version__

@@ -1,10 +1,59 @@
-"""``xpcnn bench`` (filled in by the benchmark harness)."""
+"""``xpcnn bench``: time training steps and inference against native PyTorch, side by side."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from xpcnn import models
+from xpcnn.cli.common import add_device_arguments, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="time training and inference against native PyTorch")
-    p.set_defaults(run=lambda args: 0)
+    p = sub.add_parser("bench", help="time training and inference against native PyTorch",
+                       description="Times forward + backward + update (and inference) on synthetic MNIST-shaped "
+                                   "data after warm-up, as the median of repeats, interleaving xpcnn and the "
+                                   "reference in one process.")
+    p.add_argument("--model", default="mnist-cnn", choices=sorted(models.PRESETS), help="default: %(default)s")
+    p.add_argument("--batch-size", type=positive_int, nargs="+", default=[128], help="one or more (default: 128)")
+    add_device_arguments(p)
+    p.add_argument("--reference", choices=["torch", "none"], default="torch", help="default: %(default)s")
+    p.add_argument("--steps", type=positive_int, default=5, help="steps per timed repeat (default: %(default)s)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats; the median is kept")
+    p.add_argument("--breakdown", action="store_true", help="also print per-layer forward/backward times")
+    p.add_argument("--memory", action="store_true",
+                   help="also measure peak host memory of training (CPU; a fresh process per engine)")
+    p.add_argument("--json", action="store_true", help="one JSON object per measurement")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xpcnn import backend as B
+    from xpcnn.bench.harness import XpcnnStep, measure
+    reference = None if args.reference == "none" else args.reference
+    for batch in args.batch_size:
+        result = measure(args.model, batch, args.backend, args.device, reference, args.steps, args.repeats)
+        if args.memory and result["device"] == "cpu" and result["backend"] == "numpy":
+            from xpcnn.bench.memory import measure_in_subprocess
+            result["peak_memory_bytes"] = measure_in_subprocess("xpcnn", args.model, batch)
+            if reference:
+                result["reference_peak_memory_bytes"] = measure_in_subprocess("torch", args.model, batch)
+        if args.breakdown:
+            result["layers"] = XpcnnStep(args.model, batch, B.resolve(args.device, args.backend)).layer_times()
+        if args.json:
+            print(json.dumps(result), flush=True)
+            continue
+        line = (f"{args.model} batch {batch} on {result['backend']}/{result['device']}: "
+                f"train {result['train_img_s']:.0f} img/s ({result['train_gflop_s']:.1f} GFLOP/s, "
+                f"{100 * result['fraction_of_peak']:.0f}% of matmul peak), infer {result['infer_img_s']:.0f} img/s")
+        if reference:
+            line += (f" | torch train {result['reference_train_img_s']:.0f} img/s, "
+                     f"infer {result['reference_infer_img_s']:.0f} img/s | ratio {result['ratio_vs_reference']:.2f}")
+        print(line, flush=True)
+        if result.get("peak_memory_bytes"):
+            ref = result.get("reference_peak_memory_bytes")
+            print(f"  peak memory: xpcnn {result['peak_memory_bytes'] / 2**20:.0f} MiB"
+                  + (f", torch {ref / 2**20:.0f} MiB" if ref else ""))
+        for row in result.get("layers", []):
+            print(f"  {row['layer']:<16} forward {row['forward_ms']:7.2f} ms   backward {row['backward_ms']:7.2f} ms")
+    return 0

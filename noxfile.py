@@ -1,0 +1,63 @@
+"""nox sessions: tests per backend, benchmarks per backend, and the backend comparison report.
+
+    nox -s "tests(backend='numpy')"     # one backend's tests
+    nox -s tests                        # every CPU backend
+    nox -s tests_cupy-cuda12            # on a machine with an NVIDIA GPU
+    nox -s "bench(backend='numpy')"     # xpcnn vs native PyTorch, every preset
+    nox -s compare                      # the full table + chart under bench/results/
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+TORCH = "torch==2.13.0"  # the local CPU wheel; a bare `torch` would pull a multi-GB CUDA build
+PRESETS = ["seed-simple", "seed-deep", "mnist-cnn", "lenet5"]
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{','.join(extras)}]" if extras else ".")
+
+
+@nox.session
+@nox.parametrize("backend", ["numpy", "array_api_strict", "torch", "jax"])
+def tests(session: nox.Session, backend: str) -> None:
+    """The test suite with its backend-generic tests restricted to one backend."""
+    install(session, "test")
+    session.run("python", "-m", "pytest", *session.posargs, env={"XPCNN_TEST_BACKENDS": backend})
+
+
+@nox.session(name="tests_cupy")
+@nox.parametrize("cuda", ["cuda12", "cuda13"])
+def tests_cupy(session: nox.Session, cuda: str) -> None:
+    """CuPy tests (skips the session where no NVIDIA GPU is present)."""
+    if session.run("nvidia-smi", "-L", external=True, success_codes=[0, 1, 127], silent=True) in (None, False):
+        session.skip("no CUDA device")
+    install(session, "test", cuda)
+    session.run("python", "-m", "pytest", *session.posargs, env={"XPCNN_TEST_BACKENDS": "cupy,torch-cuda"})
+
+
+@nox.session
+@nox.parametrize("backend", ["numpy", "torch", "jax", "array_api_strict"])
+def bench(session: nox.Session, backend: str) -> None:
+    """xpcnn on one backend against native PyTorch, every preset at batch 32 and 128."""
+    install(session, "bench")
+    if backend == "jax":
+        session.install("jax")
+    if backend == "array_api_strict":
+        session.install("array-api-strict")
+    for model in PRESETS:
+        session.run("xpcnn", "bench", "--model", model, "--batch-size", "32", "128", "--backend", backend,
+                    *session.posargs)
+
+
+@nox.session
+def compare(session: nox.Session) -> None:
+    """Every preset at batch 1/32/128/512 on every available backend: table + chart in bench/results/."""
+    install(session, "bench")
+    session.install("jax", "array-api-strict")
+    session.run("python", "bench/compare.py", *session.posargs)

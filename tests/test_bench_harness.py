@@ -1,0 +1,51 @@
+"""The benchmark harness itself: FLOP counts against hand-computed values, and the JSON fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import xpcnn
+from xpcnn.bench.flops import inference_flops, layer_flops, training_flops
+from xpcnn.cli.main import main
+
+
+def test_flops_seed_simple_by_hand() -> None:
+    model = xpcnn.models.build("seed-simple")
+    conv = 2 * (1 * 3 * 3) * 8 * 26 * 26       # 2 * C*kh*kw * O * Ho*Wo
+    dense = 2 * 1352 * 10
+    assert inference_flops(model) == conv + dense
+    # training: forward + weight gradients everywhere, input gradients for all but the first layer
+    assert training_flops(model) == 2 * conv + 3 * dense
+
+
+def test_flops_mnist_cnn_by_hand() -> None:
+    model = xpcnn.models.build("mnist-cnn")
+    conv1 = 2 * 9 * 32 * 26 * 26
+    conv2 = 2 * 32 * 9 * 64 * 24 * 24
+    dense1, dense2 = 2 * 9216 * 128, 2 * 128 * 10
+    assert inference_flops(model) == conv1 + conv2 + dense1 + dense2
+    assert training_flops(model) == 2 * conv1 + 3 * (conv2 + dense1 + dense2)
+    assert 70e6 < training_flops(model) < 75e6  # "about 72 MFLOP per image"
+    assert [r["layer"] for r in layer_flops(model)] == list(range(len(model.layers)))
+
+
+def test_bench_json_fields(capsys) -> None:
+    pytest.importorskip("torch")
+    assert main(["bench", "--model", "seed-simple", "--batch-size", "4", "--steps", "1", "--repeats", "1",
+                 "--json", "--breakdown"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("model", "backend", "device", "batch_size", "train_img_s", "infer_img_s", "reference_train_img_s",
+                "ratio_vs_reference", "train_gflop_s", "fraction_of_peak", "matmul_peak_gflop_s"):
+        assert key in record, key
+    assert record["model"] == "seed-simple" and record["batch_size"] == 4 and record["backend"] == "numpy"
+    assert record["train_img_s"] > 0 and record["ratio_vs_reference"] > 0
+    assert len(record["layers"]) == 4
+
+
+def test_bench_without_reference(capsys) -> None:
+    assert main(["bench", "--model", "seed-simple", "--batch-size", "2", "--steps", "1", "--repeats", "1",
+                 "--reference", "none", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["reference_train_img_s"] is None and record["ratio_vs_reference"] is None

@@ -1,0 +1,141 @@
+"""Side-by-side timing of xpcnn and native PyTorch on synthetic MNIST-shaped data.
+
+Each repeat times ``steps`` xpcnn steps and then ``steps`` reference steps, so machine drift
+hits both alike; the reported figure is the median over repeats. GPU timings synchronize the
+device before reading the clock, so they never time a queue.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+from xpcnn import backend as B
+from xpcnn import models
+from xpcnn.backend import profiling
+from xpcnn.bench.flops import inference_flops, training_flops
+from xpcnn.losses import SoftmaxCrossEntropy
+from xpcnn.optim import Adam
+
+_PEAK_CACHE: dict[str, float] = {}
+
+
+class XpcnnStep:
+    """One xpcnn training step (forward, backward, Adam) on fixed synthetic data."""
+
+    def __init__(self, name: str, batch_size: int, placement: B.Placement, seed: int = 0) -> None:
+        self.placement = placement
+        self.model = models.build(name, seed=seed).to(placement.device, placement.backend)
+        self.optimizer = Adam(self.model, lr=1e-3)
+        self.loss = SoftmaxCrossEntropy(check=False)
+        rng = B.random.host_generator(seed, 99)
+        self.x = B.from_numpy(rng.standard_normal((batch_size, 1, 28, 28)).astype("float32"), placement)
+        self.y = B.from_numpy(rng.integers(0, 10, batch_size), placement)
+
+    def train(self) -> None:
+        self.model.train()
+        self.loss.forward(self.model.forward(self.x), self.y)
+        self.model.backward(self.loss.backward())
+        self.optimizer.step()
+
+    def infer(self) -> None:
+        self.model.eval()
+        profiling.block_until_ready(self.model.forward(self.x))
+
+    def sync(self) -> None:
+        profiling.block_until_ready(self.model.parameters()[0])
+        profiling.synchronize(self.placement)
+
+    def layer_times(self, repeats: int = 5) -> list[dict[str, Any]]:
+        """Median forward and backward seconds of each layer inside a training step."""
+        model, times = self.model.train(), [([], []) for _ in self.model.layers]
+        for _ in range(repeats):
+            x = self.x
+            for layer, (fwd, _) in zip(model.layers, times):
+                start = time.perf_counter()
+                x = layer.forward(x)
+                self.sync_array(x)
+                fwd.append(time.perf_counter() - start)
+            self.loss.forward(x, self.y)
+            grad = self.loss.backward()
+            model.layers[0].need_input_grad = False
+            for layer, (_, bwd) in zip(reversed(model.layers), reversed(times)):
+                start = time.perf_counter()
+                grad = layer.backward(grad)
+                if grad is not None:
+                    self.sync_array(grad)
+                bwd.append(time.perf_counter() - start)
+            model.layers[0].need_input_grad = True
+        return [{"layer": f"{i} {type(layer).__name__}", "forward_ms": 1e3 * statistics.median(f),
+                 "backward_ms": 1e3 * statistics.median(b)} for i, (layer, (f, b)) in enumerate(zip(model.layers, times))]
+
+    def sync_array(self, x: Any) -> None:
+        profiling.block_until_ready(x)
+        profiling.synchronize(self.placement)
+
+
+def _time(fn: Callable[[], None], sync: Callable[[], None], steps: int) -> float:
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_peak(placement: B.Placement) -> float:
+    key = str(placement)
+    if key not in _PEAK_CACHE:
+        _PEAK_CACHE[key] = profiling.matmul_peak_gflops(placement)
+    return _PEAK_CACHE[key]
+
+
+def measure(model: str, batch_size: int, backend: str | None = None, device: str = "cpu",
+            reference: str | None = "torch", steps: int = 5, repeats: int = 5, warmup: int = 2) -> dict[str, Any]:
+    """One measurement: training and inference images/s of xpcnn (and of the reference), GFLOP/s, memory."""
+    placement = B.resolve(device, backend)
+    ours = XpcnnStep(model, batch_size, placement)
+    ref = None
+    if reference == "torch":
+        from xpcnn.backend.torch_reference import TorchTrainStep
+        ref = TorchTrainStep(ours.model.config(), {k: B.to_numpy(v) for k, v in ours.model.state_dict().items()},
+                             batch_size, device="cuda" if placement.kind == "cuda" else "cpu")
+    elif reference is not None:
+        raise ValueError(f"unknown reference {reference!r}; the only reference is 'torch'")
+    profiling.reset_peak_memory(placement)
+    for _ in range(warmup):
+        ours.train()
+        ours.infer()
+        if ref is not None:
+            ref.train()
+            ref.infer()
+    train_ours, train_ref, infer_ours, infer_ref = [], [], [], []
+    for _ in range(repeats):
+        train_ours.append(_time(ours.train, ours.sync, steps))
+        if ref is not None:
+            train_ref.append(_time(ref.train, ref.synchronize, steps))
+        infer_ours.append(_time(ours.infer, ours.sync, steps))
+        if ref is not None:
+            infer_ref.append(_time(ref.infer, ref.synchronize, steps))
+    t_train, t_infer = statistics.median(train_ours), statistics.median(infer_ours)
+    flops = training_flops(ours.model) * batch_size
+    gflops = flops / t_train / 1e9
+    result: dict[str, Any] = {
+        "model": model, "backend": placement.backend, "device": str(placement).split(" on ")[1],
+        "batch_size": batch_size, "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
+        "train_gflop_s": gflops, "infer_gflop_s": inference_flops(ours.model) * batch_size / t_infer / 1e9,
+        "matmul_peak_gflop_s": matmul_peak(placement), "steps": steps, "repeats": repeats,
+        "peak_memory_bytes": profiling.peak_memory_bytes(placement),
+    }
+    result["fraction_of_peak"] = gflops / result["matmul_peak_gflop_s"]
+    if ref is not None:
+        result["reference"] = "torch"
+        result["reference_train_img_s"] = batch_size / statistics.median(train_ref)
+        result["reference_infer_img_s"] = batch_size / statistics.median(infer_ref)
+        result["ratio_vs_reference"] = result["train_img_s"] / result["reference_train_img_s"]
+        result["infer_ratio_vs_reference"] = result["infer_img_s"] / result["reference_infer_img_s"]
+        result["reference_peak_memory_bytes"] = ref.peak_memory_bytes()
+    else:
+        result.update(reference=None, reference_train_img_s=None, ratio_vs_reference=None)
+    return result

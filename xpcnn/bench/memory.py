@@ -1,0 +1,42 @@
+"""Peak host memory of training steps, measured in fresh processes per engine (CPU backends).
+
+``python -m xpcnn.bench.memory ENGINE MODEL BATCH STEPS`` prints the process's peak resident
+memory after set-up and STEPS training steps. The steps' own need is the difference between a
+run with steps and one with none (same imports, same set-up).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from xpcnn.backend import profiling
+
+
+def measure_in_subprocess(engine: str, model: str, batch_size: int, steps: int = 3) -> int:
+    """Bytes of peak-RSS growth while ``engine`` ("xpcnn" or "torch") trains ``model`` at ``batch_size``."""
+    def peak(n: int) -> int:
+        out = subprocess.run([sys.executable, "-m", "xpcnn.bench.memory", engine, model, str(batch_size), str(n)],
+                             capture_output=True, text=True, check=True).stdout
+        return int(json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"])
+    return peak(steps) - peak(0)
+
+
+def _main(engine: str, model: str, batch_size: int, steps: int) -> None:
+    from xpcnn import backend as B
+    from xpcnn.bench.harness import XpcnnStep
+    ours = XpcnnStep(model, batch_size, B.resolve("cpu"))
+    step = ours.train
+    if engine == "torch":
+        from xpcnn.backend.torch_reference import TorchTrainStep
+        ref = TorchTrainStep(ours.model.config(), ours.model.state_dict(), batch_size)
+        del ours
+        step = ref.train
+    for _ in range(steps):
+        step()
+    print(json.dumps({"engine": engine, "peak_rss_bytes": profiling.process_peak_rss_bytes()}))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
