@@ -96,16 +96,24 @@ def im2col(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tup
 
 
 def col2im(cols: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
-           out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Any:
-    """Adjoint of :func:`im2col`: sum ``(N*Ho*Wo, kh*kw*C)`` columns back into ``(N, Hp, Wp, C)``."""
+           out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+           out: Any = None, first: int = 0) -> Any:
+    """Adjoint of :func:`im2col`: sum ``(n*Ho*Wo, kh*kw*C)`` columns back into ``(n, Hp, Wp, C)``.
+
+    With ``out`` (an ``(N, Hp, Wp, C)`` array), add into images ``first:first+n`` of it instead
+    of a fresh array, and return it (a batch chunk then needs no concatenation).
+    """
     xp = array_api_compat.array_namespace(cols)
     (kh, kw), (ho, wo) = kernel, out_hw
     n, _, _, c = padded_shape
     blocks = xp.reshape(cols, (n, ho, wo, kh, kw, c))
-    out = xp.zeros(padded_shape, dtype=cols.dtype, device=array_api_compat.device(cols))
+    if out is None:
+        out = xp.zeros(padded_shape, dtype=cols.dtype, device=array_api_compat.device(cols))
+    images = slice(first, first + n)
     for i in range(kh):
         for j in range(kw):
-            out = add_at(out, window_index(i, j, out_hw, stride, dilation), blocks[:, :, :, i, j, :])
+            index = (images,) + window_index(i, j, out_hw, stride, dilation)[1:]
+            out = add_at(out, index, blocks[:, :, :, i, j, :])
     return out
 
 

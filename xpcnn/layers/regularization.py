@@ -31,7 +31,8 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        uniform = B.random.uniform(B.placement_of(x), self.seed, self.draws, tuple(x.shape), x.dtype)
+        uniform = B.random.uniform(B.placement_of(x), self.seed, self.draws, tuple(x.shape), x.dtype,
+                                   like=x)
         self.draws += 1
         self._mask = dropout_mask(uniform, self.p, x.dtype)
         return dropout_forward(x, self._mask)

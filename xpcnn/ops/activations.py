@@ -14,7 +14,9 @@ def relu_forward(x: Any) -> Any:
 
 def relu_backward(grad_y: Any, y: Any) -> Any:
     """Gradient of ReLU given its output ``y`` (zero where ``y == 0``, as PyTorch)."""
-    return B.namespace_of(grad_y, y).where(y > 0, grad_y, 0.0)
+    xp = B.namespace_of(grad_y, y)
+    # A multiply by a 0/1 mask, not `where`: NumPy's where is ~7x slower than a ufunc here.
+    return grad_y * xp.astype(y > 0, grad_y.dtype)
 
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:
@@ -24,7 +26,8 @@ def leaky_relu_forward(x: Any, slope: float) -> Any:
 
 def leaky_relu_backward(grad_y: Any, x: Any, slope: float) -> Any:
     """Gradient of leaky ReLU given its input ``x``."""
-    return B.namespace_of(grad_y, x).where(x > 0, grad_y, grad_y * slope)
+    xp = B.namespace_of(grad_y, x)
+    return grad_y * (xp.astype(x > 0, grad_y.dtype) * (1.0 - slope) + slope)
 
 
 def tanh_forward(x: Any) -> Any:

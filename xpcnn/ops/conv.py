@@ -79,7 +79,7 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     grad_b = xp.sum(g, axis=0) if ctx.has_bias else None
     step = _chunk_size(n, rows, kh * kw * c, _itemsize(g))
     grad_w = None
-    dx_parts = []
+    dx = xp.zeros(ctx.x_padded.shape, dtype=g.dtype, device=B.device_of(g)) if need_input_grad else None
     for a in range(0, n, step):
         end = min(a + step, n)
         g_chunk = g[a * rows:end * rows, :]
@@ -89,11 +89,10 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
         grad_w = part if grad_w is None else grad_w + part
         if need_input_grad:
             dcols = g_chunk @ ctx.w_matrix
-            dx_parts.append(B.col2im(dcols, x_chunk.shape, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation))
+            dx = B.col2im(dcols, x_chunk.shape, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation, out=dx, first=a)
     grad_w = xp.permute_dims(xp.reshape(grad_w, (o, kh, kw, c)), (0, 3, 1, 2))
     grad_x = None
     if need_input_grad:
-        dx = dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0)
         grad_x = B.channels_first(B.crop_hw(dx, *ctx.padding))
     return grad_x, grad_w, grad_b
 

@@ -51,13 +51,12 @@ def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     g = B.channels_last(grad_y)
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
     _, slices = _geometry_from(ctx)
-    unclaimed = None
-    for index in slices:
-        hit = ctx.x_padded[index] == ctx.y
-        if unclaimed is not None:
-            hit = xp.logical_and(hit, unclaimed)
-        dx = B.add_at(dx, index, xp.where(hit, g, 0.0))
-        unclaimed = xp.logical_not(hit) if unclaimed is None else xp.logical_and(unclaimed, xp.logical_not(hit))
+    remaining = g  # gradient not yet routed: once a window's first maximum takes it, later ties get zero
+    for k, index in enumerate(slices):
+        taken = remaining * xp.astype(ctx.x_padded[index] == ctx.y, g.dtype)
+        dx = B.add_at(dx, index, taken)
+        if k + 1 < len(slices):
+            remaining = remaining - taken
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
 
 
