@@ -155,7 +155,7 @@ class Sequential:
             except ShapeError as exc:
                 raise ShapeError(f"summary: {exc}") from None
             count = sum(_size(p) for p in layer.params.values())
-            rows.append((str(i), repr(layer), "(N, " + ", ".join(map(str, shape[1:])) + ")", f"{count:,}"))
+            rows.append((str(i), layer.describe(), "(N, " + ", ".join(map(str, shape[1:])) + ")", f"{count:,}"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
         lines.insert(1, "-" * len(lines[0]))

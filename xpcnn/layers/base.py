@@ -57,6 +57,12 @@ class Layer:
         """Constructor arguments that rebuild this layer (JSON-ready)."""
         return {}
 
+    def describe(self) -> str:
+        """A short one-line description for :meth:`Sequential.summary`."""
+        short = {k: (f"{v[0]}x{v[1]}" if isinstance(v, list) and len(v) == 2 else v) for k, v in self.config().items()}
+        args = ", ".join(f"{k}={v}" for k, v in short.items() if k not in ("in_channels", "in_features"))
+        return f"{type(self).__name__}({args})"
+
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
 
