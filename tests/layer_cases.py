@@ -47,6 +47,8 @@ CONV_CASES = [
     _conv(2, 2, 3, dilation=2),
     _conv(3, 2, 2, stride=2, padding=1, dilation=(1, 2)),
     _conv(1, 2, 5, padding=2, shape=(3, None, 7, 7)),
+    _conv(17, 3, 3, padding=1, shape=(2, None, 6, 5)),           # many channels: the col2im input gradient
+    _conv(17, 2, 2, dilation=2, padding="same", shape=(2, None, 5, 6)),
 ]
 
 
