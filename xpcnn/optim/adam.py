@@ -32,18 +32,30 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         if self.weight_decay:
             if self.decoupled:
-                param = param * (1.0 - self.lr * self.weight_decay)
+                param *= 1.0 - self.lr * self.weight_decay
             else:
                 grad = grad + self.weight_decay * param
         m = state.get("exp_avg")
         v = state.get("exp_avg_sq")
-        m = (1.0 - b1) * grad if m is None else b1 * m + (1.0 - b1) * grad
-        v = (1.0 - b2) * (grad * grad) if v is None else b2 * v + (1.0 - b2) * (grad * grad)
+        # Augmented assignments update the slots in place where arrays are writeable (NumPy, CuPy,
+        # PyTorch) and simply rebind on JAX: no per-step allocation of the optimizer state.
+        if m is None:
+            m, v = (1.0 - b1) * grad, (1.0 - b2) * (grad * grad)
+        else:
+            m *= b1
+            m += (1.0 - b1) * grad
+            v *= b2
+            v += (1.0 - b2) * (grad * grad)
         state["exp_avg"], state["exp_avg_sq"] = m, v
         t = self.step_count
         bias1, bias2 = 1.0 - b1 ** t, 1.0 - b2 ** t
-        denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps
-        return param - (self.lr / bias1) * (m / denom)
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(bias2)
+        denom += self.eps
+        update = m / denom
+        update *= self.lr / bias1
+        param -= update
+        return param
 
 
 class AdamW(Adam):
