@@ -4,11 +4,11 @@ from xpcnn.backend.devices import Placement, from_numpy, move, placement_of, res
 from xpcnn.backend.namespaces import (BACKENDS, backend_name, device_of, is_available, is_jax,
                                       namespace_for, namespace_of)
 from xpcnn.backend import random
-from xpcnn.backend.windows import (add_at, channels_first, channels_last, col2im, crop_hw, im2col,
+from xpcnn.backend.windows import (add_at, channels_first, channels_last, col2im, crop_hw, im2col, im2col_transposed,
                                    pad_hw, window_index)
 
 __all__ = [
     "BACKENDS", "Placement", "add_at", "random", "backend_name", "channels_first", "channels_last", "col2im",
-    "crop_hw", "device_of", "from_numpy", "im2col", "is_available", "is_jax", "move", "namespace_for",
+    "crop_hw", "device_of", "from_numpy", "im2col", "im2col_transposed", "is_available", "is_jax", "move", "namespace_for",
     "namespace_of", "pad_hw", "placement_of", "resolve", "to_numpy", "window_index",
 ]

@@ -95,6 +95,26 @@ def im2col(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tup
     return xp.reshape(xp.stack(parts, axis=3), (n * ho * wo, kh * kw * c))
 
 
+def im2col_transposed(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int]) -> Any:
+    """The transpose of :func:`im2col`, built directly: ``(kh*kw*C, N*Ho*Wo)``, same orders.
+
+    For single-channel input the copy then runs along whole output rows (Wo values) instead of
+    kw-value snippets; callers use its transposed view as the ``(N*Ho*Wo, K)`` matrix, which BLAS
+    reads without a copy.
+    """
+    (kh, kw), (ho, wo) = kernel, out_hw
+    n, _, _, c = x.shape
+    view = _strided_windows(x, kernel, out_hw, stride, dilation)
+    if view is not None:
+        xp = array_api_compat.array_namespace(x)
+        return xp.reshape(xp.permute_dims(view, (3, 4, 5, 0, 1, 2)), (kh * kw * c, n * ho * wo))
+    xp = array_api_compat.array_namespace(x)
+    parts = [x[window_index(i, j, out_hw, stride, dilation)] for i in range(kh) for j in range(kw)]
+    stacked = xp.permute_dims(xp.stack(parts, axis=0), (0, 4, 1, 2, 3))  # (kh*kw, C, N, Ho, Wo)
+    return xp.reshape(stacked, (kh * kw * c, n * ho * wo))
+
+
 def col2im(cols: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
            out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
            out: Any = None, first: int = 0) -> Any:

@@ -54,7 +54,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     w_t = xp.permute_dims(w_matrix, (1, 0))
     rows = out_hw[0] * out_hw[1]
     step = _chunk_size(n, rows, kh * kw * c, _itemsize(x))
-    parts = [B.im2col(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation) @ w_t
+    parts = [_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation) @ w_t
              for a in range(0, n, step)]
     y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     if bias is not None:
@@ -86,7 +86,7 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
         end = min(a + step, n)
         g_chunk = g[a * rows:end * rows, :]
         x_chunk = ctx.x_padded[a:end, ...]
-        cols = B.im2col(x_chunk, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation)
+        cols = _columns(x_chunk, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation)
         part = xp.permute_dims(g_chunk, (1, 0)) @ cols
         grad_w = part if grad_w is None else grad_w + part
         if need_input_grad and not transposed:
@@ -99,6 +99,15 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     elif need_input_grad:
         grad_x = B.channels_first(B.crop_hw(dx, *ctx.padding))
     return grad_x, grad_w, grad_b
+
+
+def _columns(x: Any, kernel: Pair, out_hw: Pair, stride: Pair, dilation: Pair) -> Any:
+    """The ``(n*Ho*Wo, kh*kw*C)`` column matrix of channel-last ``x``; for one channel, the transposed
+    view of a ``(K, M)`` buffer, whose gather copies whole rows instead of kw-value snippets."""
+    if x.shape[3] == 1:
+        xp = B.namespace_of(x)
+        return xp.permute_dims(B.im2col_transposed(x, kernel, out_hw, stride, dilation), (1, 0))
+    return B.im2col(x, kernel, out_hw, stride, dilation)
 
 
 def _input_grad_by_transposed_conv(grad_y: Any, ctx: ConvContext) -> Any:
