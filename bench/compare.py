@@ -119,8 +119,9 @@ def write_chart(path: Path, rows: list[dict]) -> None:
             ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
         ax.set(title=model, xscale="log", yscale="log", xlabel="batch size", ylabel="training images/s")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

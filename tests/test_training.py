@@ -126,3 +126,43 @@ def test_moved_model_predicts_the_same(digits, device, backend) -> None:
     assert B.placement_of(model.parameters()[0]).backend == backend
     np.testing.assert_array_equal(after.argmax(1), before.argmax(1))
     np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_early_stopping_stops(digits) -> None:
+    from xpcnn.training import EarlyStopping
+
+    class Worsening:  # a monitor that never improves after the first epoch
+        def __init__(self):
+            self.calls = 0
+
+        def on_epoch_end(self, trainer, record):
+            self.calls += 1
+            record["fake_loss"] = float(self.calls)
+
+        def on_interrupt(self, trainer):
+            pass
+    model = xpcnn.models.build("seed-simple")
+    trainer = Trainer(model, xpcnn.optim.SGD(model, 0.01), progress=False)
+    history = trainer.fit(digits[0].take(0, 64), epochs=10, batch_size=32,
+                          callbacks=[Worsening(), EarlyStopping("fake_loss", patience=2)])
+    assert len(history) == 3  # best at epoch 1, then two epochs without improvement
+
+
+def test_ctrl_c_saves_and_exits_cleanly(mnist_dir, tmp_path: Path) -> None:
+    import signal
+    import time
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "xpcnn.cli.main", "train", "--data-dir", str(mnist_dir), "--split-test-set", "8000",
+           "--epochs", "50", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "history.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # now in the middle of epoch 2
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted: progress saved" in err
+    checkpoint = load_checkpoint(out / "last.npz")
+    assert checkpoint.meta["trainer"]["epoch"] >= 1
+    assert checkpoint.build_model().state_dict()["0.weight"].shape == (8, 1, 5, 5)

@@ -33,7 +33,7 @@ class Placement:
     def __str__(self) -> str:
         where = "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
         if self.backend == "array_api_strict":
-            where = str(self.device)
+            where = str(self.device).split("'")[1] if "'" in str(self.device) else str(self.device)
         return f"{self.backend} on {where}"
 
 

@@ -66,6 +66,17 @@ def peak_memory_bytes(placement: Placement) -> int | None:
 
 
 def process_peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
+    """This process's peak resident memory so far.
+
+    Reads Linux's VmHWM, which starts afresh at exec; ``ru_maxrss`` would not do: Linux copies it
+    from the parent at fork, so a child of a large process reports the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
