@@ -49,6 +49,8 @@ def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     """Route each output gradient to its window's first maximum (row-major order, as PyTorch does)."""
     xp = B.namespace_of(grad_y, ctx.x_padded)
     g = B.channels_last(grad_y)
+    if _tiles_exactly(ctx) and not B.is_jax(xp):
+        return _max_pool2d_backward_tiled(g, ctx)
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
     _, slices = _geometry_from(ctx)
     remaining = g  # gradient not yet routed: once a window's first maximum takes it, later ties get zero
@@ -58,6 +60,31 @@ def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
         if k + 1 < len(slices):
             remaining = remaining - taken
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
+
+
+def _tiles_exactly(ctx: PoolContext) -> bool:
+    """Windows that cover the input exactly once: stride == kernel, no padding, sizes divisible."""
+    _, hp, wp, _ = ctx.padded_shape
+    return (ctx.stride == ctx.kernel and not any(ctx.padding)
+            and hp == ctx.out_hw[0] * ctx.kernel[0] and wp == ctx.out_hw[1] * ctx.kernel[1])
+
+
+def _max_pool2d_backward_tiled(g: Any, ctx: PoolContext) -> Any:
+    """Non-overlapping windows: one broadcast comparison finds every maximum, cheap boolean steps keep
+    the first of ties, and one multiply writes the whole gradient (no zero-fill, no strided adds)."""
+    xp = B.namespace_of(g, ctx.x_padded)
+    n, hp, wp, c = ctx.padded_shape
+    (kh, kw), (ho, wo) = ctx.kernel, ctx.out_hw
+    equal = xp.reshape(ctx.x_padded, (n, ho, kh, wo, kw, c)) == xp.reshape(ctx.y, (n, ho, 1, wo, 1, c))
+    first = xp.empty(equal.shape, dtype=xp.bool, device=B.device_of(g))
+    claimed = None
+    for i in range(kh):
+        for j in range(kw):
+            hit = equal[:, :, i, :, j, :]
+            first[:, :, i, :, j, :] = hit if claimed is None else xp.logical_and(hit, xp.logical_not(claimed))
+            claimed = hit if claimed is None else xp.logical_or(claimed, hit)
+    dx = xp.astype(first, g.dtype) * xp.reshape(g, (n, ho, 1, wo, 1, c))
+    return B.channels_first(xp.reshape(dx, (n, hp, wp, c)))
 
 
 def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
