@@ -2,10 +2,10 @@
 
 Everything here works on channel-last arrays ``(N, H, W, C)``: a window's ``kw * C`` values
 then lie next to each other in memory, so gathering them is a run of long contiguous copies.
-Each primitive has a fast path for backends with strided views (NumPy, CuPy, PyTorch) and a
+im2col has a fast path for backends with strided views (NumPy, CuPy, PyTorch) and a
 standard-only fallback built from strided slices (JAX, array_api_strict, anything else).
 col2im needs no scatter-add: for one kernel offset the target positions never repeat, so it
-is ``kh * kw`` strided-slice additions.
+is ``kh * kw`` strided-slice additions (functional ``.at[].add`` on immutable JAX arrays).
 """
 
 from __future__ import annotations
@@ -115,25 +115,26 @@ def im2col_transposed(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], 
     return xp.reshape(stacked, (kh * kw * c, n * ho * wo))
 
 
-def col2im(cols: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
+def col2im(blocks: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
            out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
            out: Any = None, first: int = 0) -> Any:
-    """Adjoint of :func:`im2col`: sum ``(n*Ho*Wo, kh*kw*C)`` columns back into ``(n, Hp, Wp, C)``.
+    """Adjoint of :func:`im2col`, from offset-major blocks: ``(kh*kw, n*Ho*Wo, C)`` -> ``(n, Hp, Wp, C)``.
 
-    With ``out`` (an ``(N, Hp, Wp, C)`` array), add into images ``first:first+n`` of it instead
-    of a fresh array, and return it (a batch chunk then needs no concatenation).
+    Block ``i*kw + j`` holds what kernel offset ``(i, j)`` contributes; each is contiguous, so every
+    addition runs over whole ``Wo*C`` rows. With ``out`` (an ``(N, Hp, Wp, C)`` array), add into images
+    ``first:first+n`` of it instead of a fresh array, and return it (chunks then need no concatenation).
     """
-    xp = array_api_compat.array_namespace(cols)
+    xp = array_api_compat.array_namespace(blocks)
     (kh, kw), (ho, wo) = kernel, out_hw
     n, _, _, c = padded_shape
-    blocks = xp.reshape(cols, (n, ho, wo, kh, kw, c))
+    blocks = xp.reshape(blocks, (kh * kw, n, ho, wo, c))
     if out is None:
-        out = xp.zeros(padded_shape, dtype=cols.dtype, device=array_api_compat.device(cols))
+        out = xp.zeros(padded_shape, dtype=blocks.dtype, device=array_api_compat.device(blocks))
     images = slice(first, first + n)
     for i in range(kh):
         for j in range(kw):
             index = (images,) + window_index(i, j, out_hw, stride, dilation)[1:]
-            out = add_at(out, index, blocks[:, :, :, i, j, :])
+            out = add_at(out, index, blocks[i * kw + j, ...])
     return out
 
 
