@@ -78,13 +78,11 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     g = xp.reshape(B.channels_last(grad_y), (n * rows, o))
     grad_b = xp.sum(g, axis=0) if ctx.has_bias else None
     step = _chunk_size(n, rows, kh * kw * c, _itemsize(g))
-    transposed = need_input_grad and ctx.stride == (1, 1) and c < TRANSPOSED_INPUT_GRAD_BELOW_CHANNELS
     grad_w = None
     # (kh*kw, O, C): one small weight matrix per kernel offset, so the column gradient comes out
     # offset-major and col2im adds whole contiguous rows (1.5x faster than slicing (m, K) columns).
     w_offsets = xp.reshape(xp.permute_dims(xp.reshape(ctx.w_matrix, (o, kh, kw, c)), (1, 2, 0, 3)), (kh * kw, o, c))
-    dx = (xp.zeros(ctx.x_padded.shape, dtype=g.dtype, device=B.device_of(g))
-          if need_input_grad and not transposed else None)
+    dx = xp.zeros(ctx.x_padded.shape, dtype=g.dtype, device=B.device_of(g)) if need_input_grad else None
     for a in range(0, n, step):
         end = min(a + step, n)
         g_chunk = g[a * rows:end * rows, :]
@@ -92,14 +90,12 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
         cols = _columns(x_chunk, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation)
         part = xp.permute_dims(g_chunk, (1, 0)) @ cols
         grad_w = part if grad_w is None else grad_w + part
-        if need_input_grad and not transposed:
+        if need_input_grad:
             dcols = xp.matmul(g_chunk[None, ...], w_offsets)  # (kh*kw, m, C)
             dx = B.col2im(dcols, x_chunk.shape, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation, out=dx, first=a)
     grad_w = xp.permute_dims(xp.reshape(grad_w, (o, kh, kw, c)), (0, 3, 1, 2))
     grad_x = None
-    if transposed:
-        grad_x = _input_grad_by_transposed_conv(grad_y, ctx)
-    elif need_input_grad:
+    if need_input_grad:
         grad_x = B.channels_first(B.crop_hw(dx, *ctx.padding))
     return grad_x, grad_w, grad_b
 
@@ -111,27 +107,6 @@ def _columns(x: Any, kernel: Pair, out_hw: Pair, stride: Pair, dilation: Pair) -
         xp = B.namespace_of(x)
         return xp.permute_dims(B.im2col_transposed(x, kernel, out_hw, stride, dilation), (1, 0))
     return B.im2col(x, kernel, out_hw, stride, dilation)
-
-
-def _input_grad_by_transposed_conv(grad_y: Any, ctx: ConvContext) -> Any:
-    """dL/dx of a stride-1 conv as a forward conv of the fully padded ``grad_y`` with the flipped,
-    transposed kernel: one GEMM and no col2im (whose short strided adds are slow for few channels)."""
-    xp = B.namespace_of(grad_y, ctx.w_matrix)
-    (kh, kw), (dh, dw) = ctx.kernel, ctx.dilation
-    o, c = ctx.w_matrix.shape[0], ctx.x_padded.shape[3]
-    weight = xp.permute_dims(xp.reshape(ctx.w_matrix, (o, kh, kw, c)), (3, 0, 1, 2))   # (C, O, kh, kw)
-    flipped = xp.flip(weight, axis=(2, 3))
-    full = (dh * (kh - 1), dh * (kh - 1), dw * (kw - 1), dw * (kw - 1))
-    grad_padded, _ = conv2d_forward(grad_y, flipped, None, (1, 1), full, ctx.dilation)
-    top, bottom, left, right = ctx.padding
-    _, _, hp, wp = grad_padded.shape
-    return grad_padded[:, :, top:hp - bottom, left:wp - right]
-
-
-#: A stride-1 conv with fewer input channels than this gets its input gradient as a transposed conv:
-#: col2im's contiguous runs are C values long, too short to be fast (measured: 2.5x faster for
-#: seed-deep's 8->8 5x5 conv, but 1.4x slower for mnist-cnn's 32->64 3x3 conv).
-TRANSPOSED_INPUT_GRAD_BELOW_CHANNELS = 16
 
 
 def _itemsize(x: Any) -> int:
