@@ -8,8 +8,11 @@ from xpcnn.layers.base import Layer
 from xpcnn.ops import activations as act
 
 
-class ReLU(Layer):
-    """``max(x, 0)``; any shape."""
+class _FromOutput(Layer):
+    """An activation whose gradient needs only its own output ``y``: it caches ``y``."""
+
+    _forward = staticmethod(act.relu_forward)
+    _backward = staticmethod(act.relu_backward)
 
     def __init__(self) -> None:
         super().__init__()
@@ -17,12 +20,30 @@ class ReLU(Layer):
 
     def forward(self, x: Any) -> Any:
         self._namespace(x)
-        self._y = act.relu_forward(x)
+        self._y = type(self)._forward(x)
         return self._y
 
     def backward(self, grad_out: Any) -> Any:
         self._expect_cached(self._y)
-        return act.relu_backward(grad_out, self._y)
+        return type(self)._backward(grad_out, self._y)
+
+
+class ReLU(_FromOutput):
+    """``max(x, 0)``; any shape."""
+
+
+class Tanh(_FromOutput):
+    """Hyperbolic tangent; any shape."""
+
+    _forward = staticmethod(act.tanh_forward)
+    _backward = staticmethod(act.tanh_backward)
+
+
+class Sigmoid(_FromOutput):
+    """Logistic sigmoid; any shape."""
+
+    _forward = staticmethod(act.sigmoid_forward)
+    _backward = staticmethod(act.sigmoid_backward)
 
 
 class LeakyReLU(Layer):
@@ -44,37 +65,3 @@ class LeakyReLU(Layer):
     def backward(self, grad_out: Any) -> Any:
         self._expect_cached(self._x)
         return act.leaky_relu_backward(grad_out, self._x, self.negative_slope)
-
-
-class Tanh(Layer):
-    """Hyperbolic tangent; any shape."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._y = None
-
-    def forward(self, x: Any) -> Any:
-        self._namespace(x)
-        self._y = act.tanh_forward(x)
-        return self._y
-
-    def backward(self, grad_out: Any) -> Any:
-        self._expect_cached(self._y)
-        return act.tanh_backward(grad_out, self._y)
-
-
-class Sigmoid(Layer):
-    """Logistic sigmoid; any shape."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._y = None
-
-    def forward(self, x: Any) -> Any:
-        self._namespace(x)
-        self._y = act.sigmoid_forward(x)
-        return self._y
-
-    def backward(self, grad_out: Any) -> Any:
-        self._expect_cached(self._y)
-        return act.sigmoid_backward(grad_out, self._y)
