@@ -42,7 +42,7 @@ def _trainer(path: Path, args: argparse.Namespace):
 def run_evaluate(args: argparse.Namespace) -> int:
     trainer, checkpoint = _trainer(args.checkpoint, args)
     args.dataset = args.dataset or checkpoint.meta.get("dataset", "mnist")
-    _, test = load_splits(args)
+    test = load_splits(args)[1] if args.split_test_set else datasets.load_test_only(args.dataset, args.data_dir)
     result = trainer.evaluate(test)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
