@@ -154,7 +154,9 @@ def test_ctrl_c_saves_and_exits_cleanly(mnist_dir, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "xpcnn.cli.main", "train", "--data-dir", str(mnist_dir), "--split-test-set", "8000",
            "--epochs", "50", "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT as ignored; give the child the default disposition back.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (out / "history.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
