@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from xpcnn import backend as B
-from xpcnn.bench.harness import measure
+from xpcnn.bench.harness import XpcnnStep, measure
 from xpcnn.bench.memory import measure_in_subprocess
 from xpcnn.models import PRESETS
 
@@ -64,15 +64,18 @@ def main() -> None:
     memory = {}
     for engine in ("xpcnn", "torch"):
         memory[engine] = measure_in_subprocess(engine, "mnist-cnn", 128)
+    breakdown = {(model, batch): XpcnnStep(model, batch, B.resolve("cpu")).layer_times()
+                 for model in PRESETS for batch in (32, 128)}
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"{stamp}-{host}"
-    write_table(base.with_suffix(".md"), rows, memory, base.with_suffix(".png").name)
+    write_table(base.with_suffix(".md"), rows, memory, base.with_suffix(".png").name, breakdown)
     (base.with_suffix(".jsonl")).write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_chart(base.with_suffix(".png"), rows)
     print(f"wrote {base.with_suffix('.md')}, {base.with_suffix('.png')}, {base.with_suffix('.jsonl')}")
 
 
-def write_table(path: Path, rows: list[dict], memory: dict[str, int], chart: str) -> None:
+def write_table(path: Path, rows: list[dict], memory: dict[str, int], chart: str,
+                breakdown: dict[tuple[str, int], list[dict]]) -> None:
     v = versions()
     lines = [f"# xpcnn backend comparison, {datetime.date.today().isoformat()}", "",
              f"- machine: {platform.processor() or platform.machine()}, {platform.system()}, "
@@ -93,7 +96,11 @@ def write_table(path: Path, rows: list[dict], memory: dict[str, int], chart: str
     ratio = memory["xpcnn"] / memory["torch"] if memory.get("torch") else float("nan")
     lines += ["", f"Peak host memory growth of training `mnist-cnn` at batch 128 (fresh process each): "
               f"xpcnn/numpy {memory['xpcnn'] / 2**20:.0f} MiB, PyTorch {memory['torch'] / 2**20:.0f} MiB "
-              f"(ratio {ratio:.2f}).", "", f"![training images/s per backend]({chart})", ""]
+              f"(ratio {ratio:.2f}).", "", f"![training images/s per backend]({chart})", "",
+              "## Where the time goes (xpcnn on numpy, median ms per layer inside a training step)", ""]
+    for (model, batch), layers in breakdown.items():
+        lines += [f"**{model}, batch {batch}**", "", "| layer | forward ms | backward ms |", "|---|---:|---:|"]
+        lines += [f"| {r['layer']} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} |" for r in layers] + [""]
     path.write_text("\n".join(lines))
 
 
