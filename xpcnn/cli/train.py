@@ -12,7 +12,7 @@ from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits, positive_float, positive_int
 from xpcnn.data import datasets
 from xpcnn.errors import XpcnnError
-from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted
+from xpcnn.training import EpochSummary, HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted
 from xpcnn.training import plots
 
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
           f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}", file=sys.stderr)
     try:
         trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size,
-                    callbacks=[ModelCheckpoint(out), HistoryLogger(out / "history.jsonl")])
+                    callbacks=[ModelCheckpoint(out), HistoryLogger(out / "history.jsonl"), EpochSummary()])
     except TrainingInterrupted:
         print(f"\ninterrupted: progress saved to {out / 'last.npz'}; continue with "
               f"xpcnn train --resume {out / 'last.npz'} --out {out} --epochs {args.epochs}", file=sys.stderr)

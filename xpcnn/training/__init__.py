@@ -1,6 +1,6 @@
 """Training: the ``Trainer``, its callbacks and metrics."""
 
-from xpcnn.training.callbacks import Callback, EarlyStopping, HistoryLogger, ModelCheckpoint
+from xpcnn.training.callbacks import Callback, EarlyStopping, EpochSummary, HistoryLogger, ModelCheckpoint
 from xpcnn.training.trainer import Trainer, TrainingInterrupted
 
-__all__ = ["Callback", "EarlyStopping", "HistoryLogger", "ModelCheckpoint", "Trainer", "TrainingInterrupted"]
+__all__ = ["Callback", "EarlyStopping", "EpochSummary", "HistoryLogger", "ModelCheckpoint", "Trainer", "TrainingInterrupted"]

@@ -84,3 +84,15 @@ class HistoryLogger(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+class EpochSummary(Callback):
+    """Print one line per epoch with the training and validation metrics (to stderr)."""
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        import sys
+        line = (f"epoch {record['epoch']}: loss {record['loss']:.4f}, accuracy {record['accuracy']:.4f}, "
+                f"{record['images_per_s']:.0f} img/s")
+        if "val_accuracy" in record:
+            line += f" | val_loss {record['val_loss']:.4f}, val_accuracy {record['val_accuracy']:.4f}"
+        print(line, file=sys.stderr, flush=True)
