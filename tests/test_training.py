@@ -152,11 +152,14 @@ def test_ctrl_c_saves_and_exits_cleanly(mnist_dir, tmp_path: Path) -> None:
     import signal
     import time
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "xpcnn.cli.main", "train", "--data-dir", str(mnist_dir), "--split-test-set", "8000",
-           "--epochs", "50", "--out", str(out), "--no-progress"]
-    # A shell's background job inherits SIGINT as ignored; give the child the default disposition back.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    args = ["train", "--data-dir", str(mnist_dir), "--split-test-set", "8000", "--epochs", "50", "--out", str(out),
+            "--no-progress"]
+    # A shell's background job inherits SIGINT as ignored; the child restores Python's handler itself
+    # (no preexec_fn: forking a process that runs JAX threads can deadlock).
+    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                f"from xpcnn.cli.main import main; sys.exit(main({args!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 300
     while not (out / "history.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
