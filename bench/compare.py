@@ -80,7 +80,7 @@ def write_table(path: Path, rows: list[dict], memory: dict[str, int], chart: str
     lines = [f"# xpcnn backend comparison, {datetime.date.today().isoformat()}", "",
              f"- machine: {platform.processor() or platform.machine()}, {platform.system()}, "
              f"host `{socket.gethostname()}`",
-             f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}` (via `nox -s compare`)",
              "- training = forward + backward + Adam update on synthetic 28x28 data; reference = the same network "
              "in native PyTorch on the same device, timed interleaved in the same process; median of repeats.",

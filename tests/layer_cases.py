@@ -5,8 +5,9 @@ Each case builds an xpcnn layer and the matching PyTorch function, with the inpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

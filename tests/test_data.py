@@ -96,7 +96,7 @@ def mirror(tmp_path: Path, mnist_dir: Path):
 
 
 def test_download_verifies_and_caches(tmp_path: Path, monkeypatch, mirror) -> None:
-    served, url = mirror
+    _, url = mirror
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XPCNN_MIRROR", url)
     monkeypatch.delenv("XPCNN_DATA", raising=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from layer_cases import ALL_CASES, Case
+
 from xpcnn.losses import SoftmaxCrossEntropy
 
 EPS = 1e-6

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is the oracle for these tes
 PRESETS = ["seed-simple", "seed-deep", "mnist-cnn", "lenet5"]
 
 
-def torch_twin(model: xpcnn.Sequential) -> "torch.nn.Sequential":
+def torch_twin(model: xpcnn.Sequential) -> torch.nn.Sequential:
     """The same architecture in PyTorch, loaded with the model's weights."""
     from xpcnn.backend.torch_reference import build_torch_model
     twin = build_torch_model(model.config())

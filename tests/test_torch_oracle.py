@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from layer_cases import ALL_CASES, Case
 from test_gradients import put_layer
+
 from xpcnn import layers as L
 from xpcnn.losses import SoftmaxCrossEntropy
 

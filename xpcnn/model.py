@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.errors import CheckpointError, ShapeError
@@ -51,15 +52,15 @@ class Sequential:
             self.layers[0].need_input_grad = True
         return grad_out
 
-    def train(self) -> "Sequential":
+    def train(self) -> Sequential:
         """Training mode: dropout drops, batch norm uses batch statistics."""
         return self._set_training(True)
 
-    def eval(self) -> "Sequential":
+    def eval(self) -> Sequential:
         """Evaluation mode: dropout is the identity, batch norm uses running statistics."""
         return self._set_training(False)
 
-    def _set_training(self, flag: bool) -> "Sequential":
+    def _set_training(self, flag: bool) -> Sequential:
         self.training = flag
         for layer in self.layers:
             layer.training = flag
@@ -118,7 +119,7 @@ class Sequential:
                         store[name] = self.placement.xp.astype(value, store[name].dtype)
 
     # -- placement --------------------------------------------------------------------------
-    def to(self, device: Any = "cpu", backend: str | None = None, dtype: str | None = None) -> "Sequential":
+    def to(self, device: Any = "cpu", backend: str | None = None, dtype: str | None = None) -> Sequential:
         """Move every parameter and buffer to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
         backend's device object) on ``backend`` (default: numpy for cpu, cupy for cuda), optionally
         casting to ``dtype`` (``"float32"`` or ``"float64"``). Returns the model.
@@ -168,7 +169,7 @@ class Sequential:
                                               for layer in self.layers]}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Sequential":
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
         """Rebuild a model (fresh weights) from :meth:`config` output."""
         layers = []
         for spec in config["layers"]:

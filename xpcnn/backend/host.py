@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 #: The NumPy Array API namespace, for host-side array work outside the backend package.
-from array_api_compat import numpy as xp  # noqa: E402
+from array_api_compat import numpy as xp  # noqa: E402, F401  (re-exported)
 
 ndarray = np.ndarray
 

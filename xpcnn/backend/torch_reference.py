@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 
-def build_torch_model(config: dict[str, Any]) -> "torch.nn.Sequential":
+def build_torch_model(config: dict[str, Any]) -> torch.nn.Sequential:
     """A ``torch.nn.Sequential`` with the layers of an xpcnn model ``config()`` (same state-dict keys)."""
     nn = torch.nn
     layers = []

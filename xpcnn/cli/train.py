@@ -12,8 +12,7 @@ from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits, positive_float, positive_int
 from xpcnn.data import datasets
 from xpcnn.errors import XpcnnError
-from xpcnn.training import EpochSummary, HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted
-from xpcnn.training import plots
+from xpcnn.training import EpochSummary, HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
 
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
 OUTPUTS = ("last.npz", "best.npz", "history.jsonl")

@@ -61,7 +61,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def take(self, start: int, stop: int | None = None) -> "Split":
+    def take(self, start: int, stop: int | None = None) -> Split:
         return Split(self.images[start:stop], self.labels[start:stop])
 
 

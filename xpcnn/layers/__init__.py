@@ -12,5 +12,19 @@ from xpcnn.layers.reshape import Flatten
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Dense, ReLU, LeakyReLU, Tanh,
                                              Sigmoid, Flatten, Dropout, BatchNorm2D)}
 
-__all__ = ["AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "Layer",
-           "LeakyReLU", "MaxPool2D", "ReLU", "Sigmoid", "Tanh", "manual_seed"]
+__all__ = [
+                                             "LAYER_TYPES",
+                                             "AvgPool2D",
+                                             "BatchNorm2D",
+                                             "Conv2D",
+                                             "Dense",
+                                             "Dropout",
+                                             "Flatten",
+                                             "Layer",
+                                             "LeakyReLU",
+                                             "MaxPool2D",
+                                             "ReLU",
+                                             "Sigmoid",
+                                             "Tanh",
+                                             "manual_seed",
+]

@@ -71,7 +71,7 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     Returns ``(grad_x (N, C, H, W) or None, grad_weight (O, C, kh, kw), grad_bias (O,) or None)``.
     """
     xp = B.namespace_of(grad_y, ctx.x_padded)
-    n, hp, wp, c = ctx.x_padded.shape
+    n, _, _, c = ctx.x_padded.shape
     o = ctx.w_matrix.shape[0]
     kh, kw = ctx.kernel
     rows = ctx.out_hw[0] * ctx.out_hw[1]

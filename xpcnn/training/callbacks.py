@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 class Callback:
     """Base class; override the hooks you need."""
 
-    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         """After each epoch, with that epoch's metrics."""
 
-    def on_interrupt(self, trainer: "Trainer") -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         """When training stops early on Ctrl-C (the model holds the last finished step)."""
 
 
@@ -39,7 +39,7 @@ class ModelCheckpoint(Callback):
     def best_path(self) -> Path:
         return self.directory / "best.npz"
 
-    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         trainer.save(self.last_path)
         value = record.get(self.monitor)
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -48,7 +48,7 @@ class ModelCheckpoint(Callback):
             self.best = value
             trainer.save(self.best_path)
 
-    def on_interrupt(self, trainer: "Trainer") -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         trainer.save(self.last_path)
 
 
@@ -60,7 +60,7 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.waited = 0
 
-    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value = record.get(self.monitor)
         if value is None:
             return
@@ -80,7 +80,7 @@ class HistoryLogger(Callback):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
-    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -89,7 +89,7 @@ class HistoryLogger(Callback):
 class EpochSummary(Callback):
     """Print one line per epoch with the training and validation metrics (to stderr)."""
 
-    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         import sys
         line = (f"epoch {record['epoch']}: loss {record['loss']:.4f}, accuracy {record['accuracy']:.4f}, "
                 f"{record['images_per_s']:.0f} img/s")
