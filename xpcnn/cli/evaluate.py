@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from xpcnn import optim
 from xpcnn.backend import host
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits
@@ -34,7 +33,7 @@ def _trainer(path: Path, args: argparse.Namespace):
     checkpoint = load_checkpoint(path)
     model = checkpoint.build_model()
     state = checkpoint.meta.get("trainer", {})
-    trainer = Trainer(model, optim.SGD(model, lr=1.0), device=args.device, backend=args.backend,
+    trainer = Trainer(model, device=args.device, backend=args.backend,
                       normalization=tuple(state.get("normalization", (0.1307, 0.3081))), progress=False)
     return trainer, checkpoint
 

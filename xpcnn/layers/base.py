@@ -90,6 +90,11 @@ class Layer:
         return host_array if self.placement is None else B.from_numpy(host_array, self.placement)
 
 
+def sub_seed(seed: int | tuple[int, ...], k: int) -> tuple[int, ...]:
+    """The ``k``-th derived seed of ``seed`` (one per parameter of a layer)."""
+    return ((seed,) if isinstance(seed, int) else tuple(seed)) + (k,)
+
+
 def uniform_init(seed: int | tuple[int, ...] | None, shape: tuple[int, ...], fan_in: int) -> Any:
     """PyTorch's default init for conv and linear layers: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, float32."""
     key = next_seed() if seed is None else ((seed,) if isinstance(seed, int) else tuple(seed))

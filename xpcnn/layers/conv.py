@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpcnn.errors import ShapeError
-from xpcnn.layers.base import Layer, uniform_init
+from xpcnn.layers.base import Layer, sub_seed, uniform_init
 from xpcnn.ops.conv import conv2d_backward, conv2d_forward
 from xpcnn.ops.shapes import output_hw, pair, resolve_padding
 
@@ -35,7 +35,7 @@ class Conv2D(Layer):
         self.padding = resolve_padding(padding, self.kernel_size, self.dilation, self.stride)
         self.use_bias = bias
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
-        seeds = (None, None) if seed is None else (_sub(seed, 0), _sub(seed, 1))
+        seeds = (None, None) if seed is None else (sub_seed(seed, 0), sub_seed(seed, 1))
         self.params["weight"] = uniform_init(seeds[0], (out_channels, in_channels, *self.kernel_size), fan_in)
         if bias:
             self.params["bias"] = uniform_init(seeds[1], (out_channels,), fan_in)
@@ -76,6 +76,3 @@ class Conv2D(Layer):
             self.grads["bias"] = grad_b
         return grad_x
 
-
-def _sub(seed: int | tuple[int, ...], k: int) -> tuple[int, ...]:
-    return ((seed,) if isinstance(seed, int) else tuple(seed)) + (k,)

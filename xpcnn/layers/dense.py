@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpcnn.errors import ShapeError
-from xpcnn.layers.base import Layer, uniform_init
-from xpcnn.layers.conv import _sub
+from xpcnn.layers.base import Layer, sub_seed, uniform_init
 from xpcnn.ops.linear import linear_backward, linear_forward
 
 
@@ -20,7 +19,7 @@ class Dense(Layer):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Dense: {label} must be a positive int, got {value!r}")
         self.in_features, self.out_features, self.use_bias = in_features, out_features, bias
-        seeds = (None, None) if seed is None else (_sub(seed, 0), _sub(seed, 1))
+        seeds = (None, None) if seed is None else (sub_seed(seed, 0), sub_seed(seed, 1))
         self.params["weight"] = uniform_init(seeds[0], (out_features, in_features), in_features)
         if bias:
             self.params["bias"] = uniform_init(seeds[1], (out_features,), in_features)

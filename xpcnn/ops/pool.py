@@ -25,11 +25,15 @@ class PoolContext:
     y: Any = None
 
 
+def _window_slices(kernel: Pair, stride: Pair, out_hw: Pair) -> list[tuple]:
+    """One strided ``(N, Ho, Wo, C)`` slice per kernel offset, in row-major order."""
+    return [B.window_index(i, j, out_hw, stride, (1, 1)) for i in range(kernel[0]) for j in range(kernel[1])]
+
+
 def _geometry(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
               ) -> tuple[Pair, list[tuple]]:
     out_hw = output_hw(tuple(x.shape[2:]), kernel, stride, padding, (1, 1))
-    slices = [B.window_index(i, j, out_hw, stride, (1, 1)) for i in range(kernel[0]) for j in range(kernel[1])]
-    return out_hw, slices
+    return out_hw, _window_slices(kernel, stride, out_hw)
 
 
 def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
@@ -52,7 +56,7 @@ def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     if _tiles_exactly(ctx) and not B.is_jax(xp):
         return _max_pool2d_backward_tiled(g, ctx)
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
-    _, slices = _geometry_from(ctx)
+    slices = _window_slices(ctx.kernel, ctx.stride, ctx.out_hw)
     remaining = g  # gradient not yet routed: once a window's first maximum takes it, later ties get zero
     for k, index in enumerate(slices):
         taken = remaining * xp.astype(ctx.x_padded[index] == ctx.y, g.dtype)
@@ -104,13 +108,6 @@ def avg_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     xp = B.namespace_of(grad_y)
     g = B.channels_last(grad_y) / float(ctx.kernel[0] * ctx.kernel[1])
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
-    _, slices = _geometry_from(ctx)
-    for index in slices:
+    for index in _window_slices(ctx.kernel, ctx.stride, ctx.out_hw):
         dx = B.add_at(dx, index, g)
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
-
-
-def _geometry_from(ctx: PoolContext) -> tuple[Pair, list[tuple]]:
-    slices = [B.window_index(i, j, ctx.out_hw, ctx.stride, (1, 1))
-              for i in range(ctx.kernel[0]) for j in range(ctx.kernel[1])]
-    return ctx.out_hw, slices

@@ -16,6 +16,7 @@ from xpcnn.data.batches import DeviceData
 from xpcnn.data.datasets import Split
 from xpcnn.losses import SoftmaxCrossEntropy, check_labels
 from xpcnn.model import Sequential
+from xpcnn.ops.loss import log_softmax
 from xpcnn.optim.base import Optimizer
 from xpcnn.training.callbacks import Callback
 from xpcnn.training.metrics import confusion_matrix, summarize
@@ -32,14 +33,15 @@ class Trainer:
     ``normalization`` is the ``(mean, std)`` applied to uint8 images after scaling to [0, 1].
     """
 
-    def __init__(self, model: Sequential, optimizer: Optimizer, loss: SoftmaxCrossEntropy | None = None,
+    def __init__(self, model: Sequential, optimizer: Optimizer | None = None, loss: SoftmaxCrossEntropy | None = None,
                  device: Any = "cpu", backend: str | None = None, seed: int = 0,
                  normalization: tuple[float, float] = (0.1307, 0.3081), schedule: Any = None,
                  progress: bool = True) -> None:
         self.model = model.to(device, backend)
         self.placement = self.model.placement
         self.optimizer = optimizer
-        self.optimizer.load_state_dict(optimizer.state_dict())  # its slots follow the model's device
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer.state_dict())  # its slots follow the model's device
         self.loss = loss or SoftmaxCrossEntropy()
         self.seed, self.normalization, self.schedule, self.progress = seed, normalization, schedule, progress
         self.epoch = 0            # epochs finished
@@ -61,6 +63,8 @@ class Trainer:
         and, given ``val``, ``val_loss`` and ``val_accuracy``. Ctrl-C runs the callbacks'
         ``on_interrupt`` (a checkpoint saves) and raises :class:`TrainingInterrupted`.
         """
+        if self.optimizer is None:
+            raise ValueError("Trainer.fit needs an optimizer: Trainer(model, xpcnn.optim.Adam(model), ...)")
         if epochs <= 0 or batch_size <= 0:
             raise ValueError(f"epochs and batch_size must be positive, got epochs={epochs}, batch_size={batch_size}")
         callbacks = list(callbacks)
@@ -152,10 +156,7 @@ class Trainer:
         data = self._device_data(Split(images, labels))
         out = []
         for x, _ in data.batches(batch_size):
-            logits = model.forward(x)
-            shifted = logits - xp.max(logits, axis=1, keepdims=True)
-            e = xp.exp(shifted)
-            out.append(B.to_numpy(e / xp.sum(e, axis=1, keepdims=True)))
+            out.append(B.to_numpy(xp.exp(log_softmax(model.forward(x)))))
         model.train()
         return host.xp.concat(out)
 
@@ -178,9 +179,10 @@ class Trainer:
         """Continue from ``checkpoint``: weights, optimizer slots, progress and RNG state."""
         self.model.load_state_dict(checkpoint.model_state)
         opt_meta = checkpoint.meta.get("optimizer", {})
-        self.optimizer.load_state_dict({"step": opt_meta.get("step", 0),
-                                        "hyperparameters": opt_meta.get("hyperparameters", {}),
-                                        "state": checkpoint.optimizer_slots})
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict({"step": opt_meta.get("step", 0),
+                                            "hyperparameters": opt_meta.get("hyperparameters", {}),
+                                            "state": checkpoint.optimizer_slots})
         state = checkpoint.meta.get("trainer", {})
         self.epoch, self.batch_in_epoch = int(state.get("epoch", 0)), int(state.get("batch_in_epoch", 0))
         self.global_step, self.seed = int(state.get("global_step", 0)), int(state.get("seed", self.seed))
