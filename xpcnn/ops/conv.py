@@ -16,6 +16,8 @@ from xpcnn.ops.shapes import Pair, output_hw
 
 #: Upper bound on one chunk's column buffer, in bytes. Small enough to stay in cache.
 COLUMN_BUFFER_BYTES = 4 * 2**20
+#: Column buffers of a whole batch up to this size are kept for the backward pass instead of rebuilt.
+KEEP_COLUMNS_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ConvContext:
     dilation: Pair
     out_hw: Pair
     has_bias: bool
+    columns: list | None = None  # the forward pass's column chunks, when small enough to keep
 
 
 def _chunk_size(images: int, rows_per_image: int, cols: int, itemsize: int) -> int:
@@ -54,13 +57,17 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     w_t = xp.permute_dims(w_matrix, (1, 0))
     rows = out_hw[0] * out_hw[1]
     step = _chunk_size(n, rows, kh * kw * c, _itemsize(x))
-    parts = [_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation) @ w_t
-             for a in range(0, n, step)]
+    keep = n * rows * kh * kw * c * _itemsize(x) <= KEEP_COLUMNS_BYTES
+    columns = [_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation)
+               for a in range(0, n, step)] if keep else None
+    parts = ([cols @ w_t for cols in columns] if keep else
+             [_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation) @ w_t
+              for a in range(0, n, step)])
     y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     if bias is not None:
         y += bias
     y = B.channels_first(xp.reshape(y, (n, out_hw[0], out_hw[1], o)))
-    ctx = ConvContext(x_padded, w_matrix, kernel, stride, padding, dilation, out_hw, bias is not None)
+    ctx = ConvContext(x_padded, w_matrix, kernel, stride, padding, dilation, out_hw, bias is not None, columns)
     return y, ctx
 
 
@@ -83,11 +90,12 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     # offset-major and col2im adds whole contiguous rows (1.5x faster than slicing (m, K) columns).
     w_offsets = xp.reshape(xp.permute_dims(xp.reshape(ctx.w_matrix, (o, kh, kw, c)), (1, 2, 0, 3)), (kh * kw, o, c))
     dx = xp.zeros(ctx.x_padded.shape, dtype=g.dtype, device=B.device_of(g)) if need_input_grad else None
-    for a in range(0, n, step):
+    for k, a in enumerate(range(0, n, step)):
         end = min(a + step, n)
         g_chunk = g[a * rows:end * rows, :]
         x_chunk = ctx.x_padded[a:end, ...]
-        cols = _columns(x_chunk, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation)
+        cols = (ctx.columns[k] if ctx.columns is not None
+                else _columns(x_chunk, ctx.kernel, ctx.out_hw, ctx.stride, ctx.dilation))
         part = xp.permute_dims(g_chunk, (1, 0)) @ cols
         grad_w = part if grad_w is None else grad_w + part
         if need_input_grad:
