@@ -125,6 +125,7 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[st
 def fetch(info: DatasetInfo, part: str) -> Path:
     """Download one file into the user cache with SHA-256 verification (pooch writes atomically)."""
     import pooch
+    pooch.get_logger().setLevel("WARNING")  # the progress bar says what is downloading; errors say the rest
     folder = cache_dir(info.name)
     filename = FILES[part] + ".gz"
     mirrors = os.environ.get("XPCNN_MIRROR", "").split() or list(info.mirrors)
