@@ -57,12 +57,10 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     w_t = xp.permute_dims(w_matrix, (1, 0))
     rows = out_hw[0] * out_hw[1]
     step = _chunk_size(n, rows, kh * kw * c, _itemsize(x))
-    keep = n * rows * kh * kw * c * _itemsize(x) <= KEEP_COLUMNS_BYTES
-    columns = [_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation)
-               for a in range(0, n, step)] if keep else None
-    parts = ([cols @ w_t for cols in columns] if keep else
-             [_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation) @ w_t
-              for a in range(0, n, step)])
+    chunks = (_columns(x_padded[a:min(a + step, n), ...], kernel, out_hw, stride, dilation)
+              for a in range(0, n, step))
+    columns = list(chunks) if n * rows * kh * kw * c * _itemsize(x) <= KEEP_COLUMNS_BYTES else None
+    parts = [cols @ w_t for cols in (columns if columns is not None else chunks)]
     y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     if bias is not None:
         y += bias

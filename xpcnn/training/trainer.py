@@ -55,6 +55,12 @@ class Trainer:
     def _device_data(self, split: Split) -> DeviceData:
         return DeviceData(split, self.placement, *self.normalization, dtype=self.model.dtype)
 
+    def _checked_data(self, split: Split, where: str) -> DeviceData:
+        """``split`` on the device, after checking its labels fit the model's output once, on the host."""
+        num_classes = self.model.output_shape((1, 1, *split.images.shape[-2:]))[-1]
+        check_labels(split.labels, num_classes, where=where)
+        return self._device_data(split)
+
     def fit(self, train: Split, val: Split | None = None, epochs: int = 1, batch_size: int = 32,
             callbacks: Iterable[Callback] = ()) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are finished in total (a resumed run continues its count).
@@ -68,18 +74,15 @@ class Trainer:
         if epochs <= 0 or batch_size <= 0:
             raise ValueError(f"epochs and batch_size must be positive, got epochs={epochs}, batch_size={batch_size}")
         callbacks = list(callbacks)
-        num_classes = self.model.output_shape((1, 1, *train.images.shape[-2:]))[-1]
-        check_labels(train.labels, num_classes, where="training labels")
-        if val is not None:
-            check_labels(val.labels, num_classes, where="validation labels")
-        data = self._device_data(train)
+        data = self._checked_data(train, "training labels")
+        val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
         self.stop_training = False
         try:
             while self.epoch < epochs and not self.stop_training:
                 record = self._train_epoch(data, batch_size, epochs)
-                if val is not None:
-                    result = self.evaluate(val, batch_size=max(batch_size, 256))
+                if val_data is not None:
+                    result = self._evaluate(val_data, batch_size=max(batch_size, 256))
                     record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
                 if self.schedule is not None:
                     record["lr"] = self.optimizer.lr
@@ -133,10 +136,12 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, split: Split, batch_size: int = 256) -> dict[str, Any]:
         """``loss``, ``accuracy``, ``per_class_precision``, ``per_class_recall`` and ``confusion_matrix``."""
+        return self._evaluate(self._checked_data(split, "evaluation labels"), batch_size)
+
+    def _evaluate(self, data: DeviceData, batch_size: int) -> dict[str, Any]:
         model, xp = self.model.eval(), self.placement.xp
+        split = data.split
         num_classes = model.output_shape((1, 1, *split.images.shape[-2:]))[-1]
-        check_labels(split.labels, num_classes, where="evaluation labels")
-        data = self._device_data(split)
         loss = SoftmaxCrossEntropy(check=False)
         loss_sum, predictions = None, []
         for x, y in data.batches(batch_size):
