@@ -171,3 +171,16 @@ def test_ctrl_c_saves_and_exits_cleanly(mnist_dir, tmp_path: Path) -> None:
     checkpoint = load_checkpoint(out / "last.npz")
     assert checkpoint.meta["trainer"]["epoch"] >= 1
     assert checkpoint.build_model().state_dict()["0.weight"].shape == (8, 1, 5, 5)
+
+
+def test_resumed_run_keeps_a_better_earlier_best(digits, tmp_path: Path) -> None:
+    """After --resume, best.npz is replaced only by an epoch better than every earlier one."""
+    model = xpcnn.models.build("seed-simple")
+    trainer = Trainer(model, xpcnn.optim.SGD(model, 0.01), progress=False)
+    trainer.history = [{"epoch": 1, "val_accuracy": 0.99}]  # as restored from a checkpoint
+    trainer.epoch = 1
+    save_checkpoint(tmp_path / "best.npz", model, meta={"marker": "earlier best"})
+    trainer.fit(digits[0].take(0, 64), digits[1].take(0, 64), epochs=2, batch_size=32,
+                callbacks=[ModelCheckpoint(tmp_path)])
+    assert trainer.history[-1]["val_accuracy"] < 0.99
+    assert load_checkpoint(tmp_path / "best.npz").meta["marker"] == "earlier best"

@@ -11,7 +11,7 @@ from xpcnn import models, optim
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits, positive_float, positive_int
 from xpcnn.data import datasets
-from xpcnn.errors import XpcnnError
+from xpcnn.errors import CheckpointError, XpcnnError
 from xpcnn.training import EpochSummary, HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
 
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         model = checkpoint.build_model()
         opt_name = checkpoint.meta.get("optimizer", {}).get("type", "Adam").lower()
-        opt_cls, _ = OPTIMIZERS.get(opt_name, OPTIMIZERS["adam"])
+        if opt_name not in OPTIMIZERS:
+            raise CheckpointError(f"{args.resume} holds state of an unknown optimizer {opt_name!r}; "
+                                  f"xpcnn resumes {', '.join(OPTIMIZERS)}")
+        opt_cls, _ = OPTIMIZERS[opt_name]
         hyper = dict(checkpoint.meta.get("optimizer", {}).get("hyperparameters", {}))
-        hyper.pop("betas", None) if opt_cls is optim.SGD else None
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
         optimizer = opt_cls(model, **hyper)

@@ -41,6 +41,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         trainer.save(self.last_path)
+        if self.best is None:  # a resumed run: best.npz already holds the best of the earlier epochs
+            self.best = self._best_of(trainer.history[:-1])
         value = record.get(self.monitor)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return
@@ -50,6 +52,13 @@ class ModelCheckpoint(Callback):
 
     def on_interrupt(self, trainer: Trainer) -> None:
         trainer.save(self.last_path)
+
+    def _best_of(self, records: list[dict[str, Any]]) -> float | None:
+        values = [r[self.monitor] for r in records
+                  if isinstance(r.get(self.monitor), (int, float)) and not math.isnan(r[self.monitor])]
+        if not values:
+            return None
+        return max(values) if self.mode == "max" else min(values)
 
 
 class EarlyStopping(Callback):
