@@ -184,3 +184,12 @@ def test_resumed_run_keeps_a_better_earlier_best(digits, tmp_path: Path) -> None
                 callbacks=[ModelCheckpoint(tmp_path)])
     assert trainer.history[-1]["val_accuracy"] < 0.99
     assert load_checkpoint(tmp_path / "best.npz").meta["marker"] == "earlier best"
+
+
+def test_one_shuffled_batch_of_the_whole_set_keeps_its_order(digits) -> None:
+    from xpcnn.data.batches import DeviceData
+    split = digits[0].take(0, 50)
+    data = DeviceData(split, B.resolve("cpu"), 0.0, 1.0)
+    (x, y), = list(data.batches(64, shuffle_seed=(0, 0)))
+    order = B.random.permutation_host(50, 0, 0)
+    np.testing.assert_array_equal(y, split.labels[order])

@@ -40,8 +40,7 @@ class DeviceData:
         """Images ``(B, 1, H, W)`` and labels ``(B,)`` at host ``indices``, on the device."""
         if self.resident:
             xp = self.placement.xp
-            if len(indices) == self.count or (indices[-1] - indices[0] + 1 == len(indices)
-                                              and bool(host.xp.all(indices[1:] > indices[:-1]))):
+            if indices[-1] - indices[0] + 1 == len(indices) and bool(host.xp.all(indices[1:] > indices[:-1])):
                 start, stop = int(indices[0]), int(indices[-1]) + 1  # a contiguous run: slice, don't gather
                 return self.images[start:stop, ...], self.labels[start:stop]
             idx = B.from_numpy(indices, self.placement)
