@@ -34,7 +34,7 @@ def test_flops_mnist_cnn_by_hand() -> None:
 def test_bench_json_fields(capsys) -> None:
     pytest.importorskip("torch")
     assert main(["bench", "--model", "seed-simple", "--batch-size", "4", "--steps", "1", "--repeats", "1",
-                 "--json", "--breakdown"]) == 0
+                 "--settle", "0", "--json", "--breakdown"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("model", "backend", "device", "batch_size", "train_img_s", "infer_img_s", "reference_train_img_s",
                 "ratio_vs_reference", "train_gflop_s", "fraction_of_peak", "matmul_peak_gflop_s"):
@@ -46,6 +46,6 @@ def test_bench_json_fields(capsys) -> None:
 
 def test_bench_without_reference(capsys) -> None:
     assert main(["bench", "--model", "seed-simple", "--batch-size", "2", "--steps", "1", "--repeats", "1",
-                 "--reference", "none", "--json"]) == 0
+                 "--settle", "0", "--reference", "none", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip())
     assert record["reference_train_img_s"] is None and record["ratio_vs_reference"] is None

@@ -76,7 +76,18 @@ class XpcnnStep:
         profiling.synchronize(self.placement)
 
 
-def _time(fn: Callable[[], None], sync: Callable[[], None], steps: int) -> float:
+#: Untimed running before each timed block. Right after the other side ran, its thread pool still
+#: holds the cores (OpenBLAS workers spin for ~0.1 s after a GEMM; OpenMP threads likewise), which
+#: slowed PyTorch's first steps after an xpcnn block by up to 2x on a 2-core machine.
+SETTLE_SECONDS = 0.25
+
+
+def _time(fn: Callable[[], None], sync: Callable[[], None], steps: int, settle: float = SETTLE_SECONDS) -> float:
+    """Mean seconds per call of ``fn`` over ``steps`` calls, after ``settle`` seconds (at least one call) untimed."""
+    start = time.perf_counter()
+    fn()
+    while time.perf_counter() - start < settle:
+        fn()
     sync()
     start = time.perf_counter()
     for _ in range(steps):
@@ -93,8 +104,12 @@ def matmul_peak(placement: B.Placement) -> float:
 
 
 def measure(model: str, batch_size: int, backend: str | None = None, device: str = "cpu",
-            reference: str | None = "torch", steps: int = 5, repeats: int = 5, warmup: int = 2) -> dict[str, Any]:
-    """One measurement: training and inference images/s of xpcnn (and of the reference), GFLOP/s, memory."""
+            reference: str | None = "torch", steps: int = 5, repeats: int = 5, warmup: int = 2,
+            settle: float = SETTLE_SECONDS) -> dict[str, Any]:
+    """One measurement: training and inference images/s of xpcnn (and of the reference), GFLOP/s, memory.
+
+    Each timed block of ``steps`` calls follows ``settle`` seconds of untimed calls of the same kind.
+    """
     placement = B.resolve(device, backend)
     ours = XpcnnStep(model, batch_size, placement)
     ref = None
@@ -113,12 +128,12 @@ def measure(model: str, batch_size: int, backend: str | None = None, device: str
             ref.infer()
     train_ours, train_ref, infer_ours, infer_ref = [], [], [], []
     for _ in range(repeats):
-        train_ours.append(_time(ours.train, ours.sync, steps))
+        train_ours.append(_time(ours.train, ours.sync, steps, settle))
         if ref is not None:
-            train_ref.append(_time(ref.train, ref.synchronize, steps))
-        infer_ours.append(_time(ours.infer, ours.sync, steps))
+            train_ref.append(_time(ref.train, ref.synchronize, steps, settle))
+        infer_ours.append(_time(ours.infer, ours.sync, steps, settle))
         if ref is not None:
-            infer_ref.append(_time(ref.infer, ref.synchronize, steps))
+            infer_ref.append(_time(ref.infer, ref.synchronize, steps, settle))
     t_train, t_infer = statistics.median(train_ours), statistics.median(infer_ours)
     flops = training_flops(ours.model) * batch_size
     gflops = flops / t_train / 1e9
@@ -126,7 +141,7 @@ def measure(model: str, batch_size: int, backend: str | None = None, device: str
         "model": model, "backend": placement.backend, "device": str(placement).split(" on ")[1],
         "batch_size": batch_size, "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
         "train_gflop_s": gflops, "infer_gflop_s": inference_flops(ours.model) * batch_size / t_infer / 1e9,
-        "matmul_peak_gflop_s": matmul_peak(placement), "steps": steps, "repeats": repeats,
+        "matmul_peak_gflop_s": matmul_peak(placement), "steps": steps, "repeats": repeats, "settle_s": settle,
         "peak_memory_bytes": profiling.peak_memory_bytes(placement),
     }
     result["fraction_of_peak"] = gflops / result["matmul_peak_gflop_s"]
