@@ -23,34 +23,37 @@ class Case:
     positive_input: bool = False
 
 
-def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8)):
+def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8), lowering="auto"):
     def make():
-        return L.Conv2D(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=bias, seed=7)
+        return L.Conv2D(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=bias, seed=7,
+                        lowering=lowering)
 
     def torch_fn(x, weight, bias=None):
         import torch.nn.functional as F
         return F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
-    name = f"conv-c{cin}o{cout}-k{k}-s{stride}-p{padding}-d{dilation}-b{int(bias)}"
+    name = f"conv-{lowering}-c{cin}o{cout}-k{k}-s{stride}-p{padding}-d{dilation}-b{int(bias)}"
     return Case(name, make, torch_fn, (shape[0], cin, shape[2], shape[3]))
 
 
-CONV_CASES = [
-    _conv(1, 3, 3),
-    _conv(2, 4, 3, bias=False),
-    _conv(3, 2, (2, 3)),
-    _conv(2, 3, 3, stride=2),
-    _conv(2, 3, 3, stride=(2, 1), padding=1),
-    _conv(2, 2, 3, padding=(2, 1)),
-    _conv(2, 3, 3, padding="same"),
-    _conv(2, 3, 4, padding="same"),
-    _conv(2, 3, 3, padding="valid"),
-    _conv(2, 2, 3, dilation=2),
-    _conv(3, 2, 2, stride=2, padding=1, dilation=(1, 2)),
-    _conv(1, 2, 5, padding=2, shape=(3, None, 7, 7)),
-    _conv(17, 3, 3, padding=1, shape=(2, None, 6, 5)),           # many channels: the col2im input gradient
-    _conv(17, 2, 2, dilation=2, padding="same", shape=(2, None, 5, 6)),
+_CONV_SPECS = [
+    {"cin": 1, "cout": 3, "k": 3},
+    {"cin": 2, "cout": 4, "k": 3, "bias": False},
+    {"cin": 3, "cout": 2, "k": (2, 3)},
+    {"cin": 2, "cout": 3, "k": 3, "stride": 2},
+    {"cin": 2, "cout": 3, "k": 3, "stride": (2, 1), "padding": 1},
+    {"cin": 2, "cout": 2, "k": 3, "padding": (2, 1)},
+    {"cin": 2, "cout": 3, "k": 3, "padding": "same"},
+    {"cin": 2, "cout": 3, "k": 4, "padding": "same"},
+    {"cin": 2, "cout": 3, "k": 3, "padding": "valid"},
+    {"cin": 2, "cout": 2, "k": 3, "dilation": 2},
+    {"cin": 3, "cout": 2, "k": 2, "stride": 2, "padding": 1, "dilation": (1, 2)},
+    {"cin": 1, "cout": 2, "k": 5, "padding": 2, "shape": (3, None, 7, 7)},
+    {"cin": 17, "cout": 3, "k": 3, "padding": 1, "shape": (2, None, 6, 5)},  # many channels
+    {"cin": 17, "cout": 2, "k": 2, "dilation": 2, "padding": "same", "shape": (2, None, 5, 6)},
 ]
+# Every geometry through both lowerings of xpcnn.ops.lowering (auto would pick "rows" for all these sizes).
+CONV_CASES = [_conv(**spec, lowering=lowering) for lowering in ("columns", "rows") for spec in _CONV_SPECS]
 
 
 def _pool(kind, k, stride=None, padding=0):

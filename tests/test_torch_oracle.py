@@ -77,8 +77,9 @@ def test_cross_entropy_matches_torch(backend, rng) -> None:
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 3), cin=st.integers(1, 4), cout=st.integers(1, 4), h=st.integers(1, 10),
        w=st.integers(1, 10), kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 3),
-       pad=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_conv_random_shapes_match_torch(n, cin, cout, h, w, kh, kw, stride, pad, dil, bias, seed) -> None:
+       pad=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**16),
+       lowering=st.sampled_from(["columns", "rows"]))
+def test_conv_random_shapes_match_torch(n, cin, cout, h, w, kh, kw, stride, pad, dil, bias, seed, lowering) -> None:
     """Property test: any fitting conv geometry agrees with PyTorch (NumPy backend)."""
     from conftest import make_backend
     if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
@@ -87,7 +88,8 @@ def test_conv_random_shapes_match_torch(n, cin, cout, h, w, kh, kw, stride, pad,
 
     def torch_fn(t, weight, bias=None):
         return torch.nn.functional.conv2d(t, weight, bias, stride=stride, padding=pad, dilation=dil)
-    case = Case("prop", lambda: L.Conv2D(cin, cout, (kh, kw), stride, pad, dil, bias, seed=seed), torch_fn,
+    case = Case("prop", lambda: L.Conv2D(cin, cout, (kh, kw), stride, pad, dil, bias, seed=seed, lowering=lowering),
+                torch_fn,
                 (n, cin, h, w))
     check_against_torch(case, make_backend("numpy"), rng.standard_normal(case.input_shape).astype(np.float32), rng)
 

@@ -7,6 +7,7 @@ from typing import Any
 from xpcnn.errors import ShapeError
 from xpcnn.layers.base import Layer, sub_seed, uniform_init
 from xpcnn.ops.conv import conv2d_backward, conv2d_forward
+from xpcnn.ops.lowering import LOWERINGS
 from xpcnn.ops.shapes import output_hw, pair, resolve_padding
 
 
@@ -15,13 +16,20 @@ class Conv2D(Layer):
 
     weight ``(out_channels, in_channels, kh, kw)``, bias ``(out_channels,)``; padding is an int,
     a pair, ``"same"`` or ``"valid"``. Output ``(N, out_channels, Ho, Wo)``.
+
+    ``lowering`` picks how the convolution becomes a matrix product: ``"auto"`` (default: the
+    cheaper for the shapes), ``"columns"`` (im2col) or ``"rows"`` (banded weights); see
+    :mod:`xpcnn.ops.lowering`. It changes speed only, never the result beyond rounding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, bias: bool = True,
-                 seed: int | tuple[int, ...] | None = None) -> None:
+                 seed: int | tuple[int, ...] | None = None, lowering: str = "auto") -> None:
         super().__init__()
+        if lowering not in LOWERINGS:
+            raise ValueError(f"Conv2D: lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {lowering!r}")
+        self.lowering = lowering
         for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Conv2D: {label} must be a positive int, got {value!r}")
@@ -65,7 +73,7 @@ class Conv2D(Layer):
         self._namespace(x)
         self.output_shape(tuple(x.shape))
         y, self._ctx = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                      self.stride, self.padding, self.dilation)
+                                      self.stride, self.padding, self.dilation, self.lowering)
         return y
 
     def backward(self, grad_out: Any) -> Any:
