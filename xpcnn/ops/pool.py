@@ -74,20 +74,27 @@ def _tiles_exactly(ctx: PoolContext) -> bool:
 
 
 def _max_pool2d_backward_tiled(g: Any, ctx: PoolContext) -> Any:
-    """Non-overlapping windows: one broadcast comparison finds every maximum, cheap boolean steps keep
-    the first of ties, and one multiply writes the whole gradient (no zero-fill, no strided adds)."""
+    """Non-overlapping windows: each kernel offset is one strided slice of the input; the first
+    offset (row-major) equal to its window's maximum takes the gradient, tracked by one "not yet
+    routed" mask over the outputs, so no step ever works on more than an output-sized array."""
     xp = B.namespace_of(g, ctx.x_padded)
     n, hp, wp, c = ctx.padded_shape
     (kh, kw), (ho, wo) = ctx.kernel, ctx.out_hw
-    equal = xp.reshape(ctx.x_padded, (n, ho, kh, wo, kw, c)) == xp.reshape(ctx.y, (n, ho, 1, wo, 1, c))
-    first = xp.empty(equal.shape, dtype=xp.bool, device=B.device_of(g))
-    claimed = None
-    for i in range(kh):
-        for j in range(kw):
-            hit = equal[:, :, i, :, j, :]
-            first[:, :, i, :, j, :] = hit if claimed is None else xp.logical_and(hit, xp.logical_not(claimed))
-            claimed = hit if claimed is None else xp.logical_or(claimed, hit)
-    dx = xp.astype(first, g.dtype) * xp.reshape(g, (n, ho, 1, wo, 1, c))
+    windows = xp.reshape(ctx.x_padded, (n, ho, kh, wo, kw, c))
+    dx = xp.empty(windows.shape, dtype=g.dtype, device=B.device_of(g))
+    unrouted = None
+    offsets = [(i, j) for i in range(kh) for j in range(kw)]
+    for k, (i, j) in enumerate(offsets):
+        if k == len(offsets) - 1 and unrouted is not None:
+            takes = unrouted  # the window's maximum is here if no earlier offset had it
+        else:
+            takes = windows[:, :, i, :, j, :] == ctx.y
+            if unrouted is None:
+                unrouted = xp.logical_not(takes)
+            else:
+                takes = xp.logical_and(takes, unrouted)
+                unrouted = xp.logical_and(unrouted, xp.logical_not(takes))
+        dx[:, :, i, :, j, :] = g * xp.astype(takes, g.dtype)
     return B.channels_first(xp.reshape(dx, (n, hp, wp, c)))
 
 
