@@ -83,7 +83,9 @@ def write_table(path: Path, rows: list[dict], memory: dict[str, int], chart: str
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}` (via `nox -s compare`)",
              "- training = forward + backward + Adam update on synthetic 28x28 data; reference = the same network "
-             "in native PyTorch on the same device, timed interleaved in the same process; median of repeats.",
+             "in native PyTorch on the same device, timed interleaved in the same process (each timed block "
+             f"after {rows[0].get('settle_s', 0):g} s of untimed steps, so the other engine's threads have let go "
+             "of the cores); median of repeats.",
              "- ratio = xpcnn training img/s / PyTorch training img/s (>= 1.0 means xpcnn is faster).", "",
              "| backend | device | model | batch | train img/s | torch train img/s | ratio | infer img/s | "
              "torch infer img/s | GFLOP/s | % of matmul peak |",
