@@ -5,6 +5,7 @@
     nox -s tests_cupy-cuda12            # on a machine with an NVIDIA GPU
     nox -s "bench(backend='numpy')"     # xpcnn vs native PyTorch, every preset
     nox -s compare                      # the full table + chart under bench/results/
+    nox -s scaling                      # cost vs batch size and image size, with peak memory
 """
 
 from __future__ import annotations
@@ -64,3 +65,10 @@ def compare(session: nox.Session) -> None:
     install(session, "bench")
     session.install("jax", "array-api-strict")
     session.run("python", "bench/compare.py", *session.posargs)
+
+
+@nox.session
+def scaling(session: nox.Session) -> None:
+    """Cost vs batch size (1-1024, mnist-cnn) and image size (28-224, one conv layer), with peak memory."""
+    install(session, "bench")
+    session.run("python", "bench/scaling.py", *session.posargs)
