@@ -98,13 +98,16 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
         g_chunk = g[a * rows:end * rows, :]
         x_chunk = source[a:end, ...]
         cols = ctx.columns[index] if ctx.columns is not None else _patches(x_chunk, lowering)
-        part = xp.permute_dims(g_chunk, (1, 0)) @ cols
+        # (K, O') for im2col columns: 1.1-1.7x faster in OpenBLAS than (O', K) when O' is a few dozen;
+        # the banded lowering's wide O' runs as fast either way, and (O', K) measured slightly better.
+        part = (xp.permute_dims(g_chunk, (1, 0)) @ cols if lowering.banded
+                else xp.permute_dims(cols, (1, 0)) @ g_chunk)
         grad_wm = part if grad_wm is None else grad_wm + part
         if need_input_grad:
             blocks = xp.matmul(g_chunk[None, ...], w_offsets)  # (kk, m, C')
             dsource = B.col2im(blocks, x_chunk.shape, lowering.kernel, lowering.out_hw, lowering.stride,
                                lowering.dilation, out=dsource, first=a)
-    grad_w = lowering.weight_grad(grad_wm, ctx.weight_shape)
+    grad_w = lowering.weight_grad(grad_wm if lowering.banded else xp.permute_dims(grad_wm, (1, 0)), ctx.weight_shape)
     grad_x = None
     if need_input_grad:
         dx = lowering.unview(dsource, tuple(ctx.x_padded.shape))
