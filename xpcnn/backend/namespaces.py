@@ -10,6 +10,8 @@ import importlib
 from typing import Any
 
 import array_api_compat
+import numpy as np
+from array_api_compat import numpy as compat_numpy
 
 from xpcnn.errors import BackendMismatchError, BackendUnavailableError
 
@@ -88,6 +90,10 @@ def namespace_of(*arrays: Any, where: str = "xpcnn") -> Any:
     Raises :class:`BackendMismatchError` (naming ``where``) if they come from different
     libraries or live on different devices.
     """
+    # Plain NumPy arrays (all on the CPU) skip the general lookup, which costs ~6 us a call and
+    # is called thousands of times a training step (about a tenth of a small preset's step).
+    if all(type(a) is np.ndarray for a in arrays):
+        return compat_numpy
     try:
         xp = array_api_compat.array_namespace(*arrays)
     except TypeError as exc:

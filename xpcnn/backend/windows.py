@@ -14,12 +14,12 @@ from typing import Any
 
 import array_api_compat
 
-from xpcnn.backend.namespaces import is_jax
+from xpcnn.backend.namespaces import is_jax, namespace_of
 
 
 def channels_last(x: Any) -> Any:
     """Logical ``(N, C, H, W)`` array ``x`` as an ``(N, H, W, C)`` array, contiguous if the backend has layouts."""
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace_of(x)
     y = xp.permute_dims(x, (0, 2, 3, 1))
     if array_api_compat.is_numpy_array(y):
         import numpy
@@ -34,13 +34,13 @@ def channels_last(x: Any) -> Any:
 
 def channels_first(x: Any) -> Any:
     """``(N, H, W, C)`` array as a logical ``(N, C, H, W)`` array (a view where the backend has views)."""
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace_of(x)
     return xp.permute_dims(x, (0, 3, 1, 2))
 
 
 def add_at(target: Any, index: tuple, value: Any) -> Any:
     """``target[index] += value``, returning the result (a new array on immutable JAX)."""
-    if is_jax(array_api_compat.array_namespace(target)):
+    if is_jax(namespace_of(target)):
         return target.at[index].add(value)
     target[index] += value
     return target
@@ -50,7 +50,7 @@ def pad_hw(x: Any, top: int, bottom: int, left: int, right: int, value: float = 
     """Pad the H and W axes of ``(N, H, W, C)`` array ``x`` with ``value`` (zero by default)."""
     if not (top or bottom or left or right):
         return x
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace_of(x)
     n, h, w, c = x.shape
     out = xp.full((n, h + top + bottom, w + left + right, c), value, dtype=x.dtype,
                   device=array_api_compat.device(x))
@@ -90,7 +90,7 @@ def im2col(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tup
     view = _strided_windows(x, kernel, out_hw, stride, dilation)
     if view is not None:
         return view.reshape(n * ho * wo, kh * kw * c)
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace_of(x)
     parts = [x[window_index(i, j, out_hw, stride, dilation)] for i in range(kh) for j in range(kw)]
     return xp.reshape(xp.stack(parts, axis=3), (n * ho * wo, kh * kw * c))
 
@@ -107,9 +107,9 @@ def im2col_transposed(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], 
     n, _, _, c = x.shape
     view = _strided_windows(x, kernel, out_hw, stride, dilation)
     if view is not None:
-        xp = array_api_compat.array_namespace(x)
+        xp = namespace_of(x)
         return xp.reshape(xp.permute_dims(view, (3, 4, 5, 0, 1, 2)), (kh * kw * c, n * ho * wo))
-    xp = array_api_compat.array_namespace(x)
+    xp = namespace_of(x)
     parts = [x[window_index(i, j, out_hw, stride, dilation)] for i in range(kh) for j in range(kw)]
     stacked = xp.permute_dims(xp.stack(parts, axis=0), (0, 4, 1, 2, 3))  # (kh*kw, C, N, Ho, Wo)
     return xp.reshape(stacked, (kh * kw * c, n * ho * wo))
@@ -124,7 +124,7 @@ def col2im(blocks: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[i
     addition runs over whole ``Wo*C`` rows. With ``out`` (an ``(N, Hp, Wp, C)`` array), add into images
     ``first:first+n`` of it instead of a fresh array, and return it (chunks then need no concatenation).
     """
-    xp = array_api_compat.array_namespace(blocks)
+    xp = namespace_of(blocks)
     (kh, kw), (ho, wo) = kernel, out_hw
     n, _, _, c = padded_shape
     blocks = xp.reshape(blocks, (kh * kw, n, ho, wo, c))
