@@ -135,6 +135,19 @@ def test_dropout_trains_and_evals() -> None:
     np.testing.assert_array_equal(layer.forward(x), x)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_dropout_keeps_one_minus_p_and_repeats_its_draws(p, backend) -> None:
+    """Every backend keeps a fraction 1 - p (NumPy draws 16-bit integers) and the same (seed, draw) repeats."""
+    x = backend.asarray(np.ones((64, 4, 16, 16), np.float32))
+    first, again = xpcnn.layers.Dropout(p, seed=5), xpcnn.layers.Dropout(p, seed=5)
+    y = backend.numpy(first.forward(x))
+    kept = (y != 0).mean()
+    assert abs(kept - (1 - p)) < 4 * np.sqrt(p * (1 - p) / y.size), kept
+    np.testing.assert_allclose(y[y != 0], 1 / (1 - p), rtol=1e-6)
+    np.testing.assert_array_equal(backend.numpy(again.forward(x)), y)
+    assert (backend.numpy(first.forward(x)) != y).any(), "the next draw differs"
+
+
 def test_a_few_steps_reduce_the_loss(backend) -> None:
     model = xpcnn.models.build("seed-deep").to(backend.placement.device, backend.placement.backend)
     opt = xpcnn.optim.Adam(model, lr=3e-3)

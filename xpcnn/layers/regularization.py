@@ -31,10 +31,9 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        uniform = B.random.uniform(B.placement_of(x), self.seed, self.draws, tuple(x.shape), x.dtype,
-                                   like=x)
+        keep = B.random.keep_mask(B.placement_of(x), self.seed, self.draws, tuple(x.shape), self.p, like=x)
         self.draws += 1
-        self._mask = dropout_mask(uniform, self.p, x.dtype)
+        self._mask = dropout_mask(keep, self.p, x.dtype)
         return dropout_forward(x, self._mask)
 
     def backward(self, grad_out: Any) -> Any:

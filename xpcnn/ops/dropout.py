@@ -7,10 +7,10 @@ from typing import Any
 from xpcnn import backend as B
 
 
-def dropout_mask(uniform: Any, p: float, dtype: Any) -> Any:
-    """Scaled keep-mask from uniform ``[0, 1)`` draws of the input's shape."""
-    xp = B.namespace_of(uniform)
-    return xp.astype(uniform >= p, dtype) * (1.0 / (1.0 - p))
+def dropout_mask(keep: Any, p: float, dtype: Any) -> Any:
+    """Scaled keep-mask ``(1 / (1 - p))`` where boolean ``keep`` (the input's shape) is True, else 0."""
+    xp = B.namespace_of(keep)
+    return xp.astype(keep, dtype) * (1.0 / (1.0 - p))
 
 
 def dropout_forward(x: Any, mask: Any) -> Any:
