@@ -56,7 +56,7 @@ _CONV_SPECS = [
 CONV_CASES = [_conv(**spec, lowering=lowering) for lowering in ("columns", "rows") for spec in _CONV_SPECS]
 
 
-def _pool(kind, k, stride=None, padding=0):
+def _pool(kind, k, stride=None, padding=0, shape=(2, 3, 8, 7)):
     def make():
         return (L.MaxPool2D if kind == "max" else L.AvgPool2D)(k, stride=stride, padding=padding)
 
@@ -65,12 +65,14 @@ def _pool(kind, k, stride=None, padding=0):
         fn = F.max_pool2d if kind == "max" else F.avg_pool2d
         return fn(x, k, stride=stride, padding=padding)
 
-    return Case(f"{kind}pool-k{k}-s{stride}-p{padding}", make, torch_fn, (2, 3, 8, 7))
+    return Case(f"{kind}pool-k{k}-s{stride}-p{padding}-{'x'.join(map(str, shape[2:]))}", make, torch_fn, shape)
 
 
 POOL_CASES = [
     _pool("max", 2), _pool("max", 3, 1), _pool("max", 3, 2, 1), _pool("max", (2, 3), (1, 2)),
     _pool("avg", 2), _pool("avg", 3, 1), _pool("avg", 3, 2, 1), _pool("avg", (3, 2), 2),
+    # windows that tile the input exactly take the one-pass paths
+    _pool("max", 2, shape=(2, 3, 8, 6)), _pool("avg", 2, shape=(2, 3, 8, 6)), _pool("avg", (2, 3), shape=(2, 3, 6, 9)),
 ]
 
 

@@ -114,6 +114,11 @@ def avg_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     """Spread each output gradient evenly over its window."""
     xp = B.namespace_of(grad_y)
     g = B.channels_last(grad_y) / float(ctx.kernel[0] * ctx.kernel[1])
+    if _tiles_exactly(ctx):  # each input value in exactly one window: one broadcast copy
+        n, hp, wp, c = ctx.padded_shape
+        (kh, kw), (ho, wo) = ctx.kernel, ctx.out_hw
+        spread = xp.broadcast_to(xp.reshape(g, (n, ho, 1, wo, 1, c)), (n, ho, kh, wo, kw, c))
+        return B.channels_first(xp.reshape(spread, (n, hp, wp, c)))
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
     for index in _window_slices(ctx.kernel, ctx.stride, ctx.out_hw):
         dx = B.add_at(dx, index, g)
