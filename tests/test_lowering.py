@@ -14,6 +14,8 @@ from xpcnn.ops.lowering import choose_lowering
     (1, 8, 5, 28, True),     # seed-deep's first conv
     (6, 16, 5, 14, True),    # lenet5's second conv
     (1, 32, 3, 28, False),   # mnist-cnn's first conv: 32 outputs x 9 wasted columns -> im2col
+    (1, 8, 3, 28, False),    # seed-simple's conv: one input channel, score 75 -> im2col
+    (16, 8, 3, 28, False),   # score 75 but a 1.1 MiB banded weight -> im2col
     (32, 64, 3, 26, False),  # mnist-cnn's second conv
 ])
 def test_auto_picks_the_measured_winner(c, o, k, h, banded) -> None:

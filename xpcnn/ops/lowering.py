@@ -29,6 +29,12 @@ from xpcnn.ops.shapes import Pair
 #: is at most this. Measured over C in 1..32, O in 8..64, k in 3, 5, W in 14, 28 on NumPy:
 #: below it the rows lowering was 0.4x-1.0x the time of im2col, above it up to 3x.
 ROWS_LOWERING_MAX_SCORE = 80.0
+#: The same for one input channel: such a layer is usually first and computes no input gradient,
+#: where the rows lowering gains least (even at a score of 37, 1.06x slower at 75).
+ROWS_LOWERING_MAX_SCORE_ONE_CHANNEL = 60.0
+#: ... and only while the banded weight stays this small: above about 1 MiB (with the patch chunk
+#: it no longer shares a core's 2 MiB L2) the rows lowering measured 1.3-2.4x slower than im2col.
+ROWS_LOWERING_MAX_WEIGHT_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,20 @@ LOWERINGS = ("auto", "columns", "rows")
 
 def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple[int, int, int, int],
                     stride: Pair, dilation: Pair, out_hw: Pair, kind: str = "auto") -> Lowering:
-    """The lowering named by ``kind``; for ``"auto"`` the cheaper one for these shapes
-    (see :data:`ROWS_LOWERING_MAX_SCORE`)."""
+    """The lowering named by ``kind``; for ``"auto"`` the one measured cheaper for these shapes
+    (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it)."""
     if kind not in LOWERINGS:
         raise ValueError(f"lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {kind!r}")
     wp = padded_shape[2]
-    o, _, kh, kw = weight_shape
+    o, c, kh, kw = weight_shape
     kernel_width = (kw, stride[1], dilation[1])
-    if kind == "rows" or (kind == "auto" and o * wp / kw <= ROWS_LOWERING_MAX_SCORE):
+    if kind == "rows" or (kind == "auto" and _rows_pay(c, o, kh, kw, wp, out_hw[1])):
         return Lowering(True, (kh, 1), (stride[0], 1), (dilation[0], 1), (out_hw[0], 1), out_hw, wp, kernel_width)
     return Lowering(False, (kh, kw), stride, dilation, out_hw, out_hw, wp, kernel_width)
+
+
+def _rows_pay(c: int, o: int, kh: int, kw: int, wp: int, wo: int) -> bool:
+    """Whether the rows lowering should beat im2col (the measured rule of the constants above)."""
+    limit = ROWS_LOWERING_MAX_SCORE_ONE_CHANNEL if c == 1 else ROWS_LOWERING_MAX_SCORE
+    band_bytes = 4 * (kh * wp * c) * (wo * o)
+    return o * wp / kw <= limit and band_bytes <= ROWS_LOWERING_MAX_WEIGHT_BYTES
