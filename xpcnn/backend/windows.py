@@ -14,6 +14,7 @@ from typing import Any
 
 import array_api_compat
 
+from xpcnn.backend import compiled
 from xpcnn.backend.namespaces import is_jax, namespace_of
 
 
@@ -130,6 +131,9 @@ def col2im(blocks: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[i
     blocks = xp.reshape(blocks, (kh * kw, n, ho, wo, c))
     if out is None:
         out = xp.zeros(padded_shape, dtype=blocks.dtype, device=array_api_compat.device(blocks))
+    if (array_api_compat.is_numpy_array(out) and out.flags.c_contiguous and blocks.flags.c_contiguous
+            and out.dtype == blocks.dtype and compiled.available()):
+        return compiled.col2im_into(blocks, out, first, kernel, stride, dilation)
     images = slice(first, first + n)
     for i in range(kh):
         for j in range(kw):
