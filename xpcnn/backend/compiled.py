@@ -8,6 +8,9 @@ are cached on disk by numba.
   ``kh * kw`` shifted blocks one by one, reading and writing the whole gradient each time;
   here each row of the gradient is finished while it sits in cache (2x faster on mnist-cnn's
   second convolution).
+- :func:`max_pool_tiled_grad`: max-pool backward over windows that tile the input, in one pass
+  (NumPy needs a comparison, mask updates and a multiply per kernel offset); used from 32
+  channels on, where it is 1.7x faster (with 8-16 channels it is slower than NumPy).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import os
 from functools import cache
 from typing import Any
+
+import numpy
 
 #: Set to "0" to leave the compiled kernels unused even where numba is installed.
 ENV_SWITCH = "XPCNN_NUMBA"
@@ -68,3 +73,38 @@ def col2im_into(blocks: Any, out: Any, first: int, kernel: tuple[int, int], stri
     ``(N, Hp, Wp, C)`` (both float NumPy arrays of one dtype, C-contiguous), as
     :func:`xpcnn.backend.windows.col2im` does; returns ``out``."""
     return _col2im_kernel()(blocks, out, first, kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1])
+
+
+@cache
+def _max_pool_kernel() -> Any:
+    numba = _numba()
+
+    @numba.njit(cache=True)
+    def route(x, y, g, out, kh, kw):  # pragma: no cover - compiled
+        n, ho, wo, c = y.shape
+        done = numpy.zeros(c, dtype=numpy.bool_)  # per channel: has this window's gradient been routed?
+        for b in range(n):
+            for oy in range(ho):
+                for ox in range(wo):
+                    done[:] = False
+                    top, grad = y[b, oy, ox], g[b, oy, ox]
+                    for k in range(kh * kw):
+                        xrow = x[b, oy * kh + k // kw, ox * kw + k % kw]
+                        orow = out[b, oy * kh + k // kw, ox * kw + k % kw]
+                        last = k == kh * kw - 1  # no earlier maximum (a NaN window): the last offset takes it
+                        for ch in range(c):
+                            if not done[ch] and (last or xrow[ch] == top[ch]):
+                                orow[ch] = grad[ch]
+                                done[ch] = True
+                            else:
+                                orow[ch] = 0.0
+        return out
+
+    return route
+
+
+def max_pool_tiled_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int]) -> Any:
+    """Gradient of a max over windows that tile channel-last ``x`` ``(N, Hp, Wp, C)`` exactly, given the
+    output ``y`` and its gradient ``g`` ``(N, Ho, Wo, C)``: each window's first maximum (row-major) takes it."""
+    out = numpy.empty(x.shape, dtype=g.dtype)
+    return _max_pool_kernel()(x, y, numpy.ascontiguousarray(g), out, kernel[0], kernel[1])

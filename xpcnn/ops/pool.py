@@ -54,7 +54,7 @@ def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     xp = B.namespace_of(grad_y, ctx.x_padded)
     g = B.channels_last(grad_y)
     if _tiles_exactly(ctx) and not B.is_jax(xp):
-        return _max_pool2d_backward_tiled(g, ctx)
+        return B.channels_first(B.first_max_grad(ctx.x_padded, ctx.y, g, ctx.kernel, ctx.out_hw))
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
     slices = _window_slices(ctx.kernel, ctx.stride, ctx.out_hw)
     remaining = g  # gradient not yet routed: once a window's first maximum takes it, later ties get zero
@@ -71,31 +71,6 @@ def _tiles_exactly(ctx: PoolContext) -> bool:
     _, hp, wp, _ = ctx.padded_shape
     return (ctx.stride == ctx.kernel and not any(ctx.padding)
             and hp == ctx.out_hw[0] * ctx.kernel[0] and wp == ctx.out_hw[1] * ctx.kernel[1])
-
-
-def _max_pool2d_backward_tiled(g: Any, ctx: PoolContext) -> Any:
-    """Non-overlapping windows: each kernel offset is one strided slice of the input; the first
-    offset (row-major) equal to its window's maximum takes the gradient, tracked by one "not yet
-    routed" mask over the outputs, so no step ever works on more than an output-sized array."""
-    xp = B.namespace_of(g, ctx.x_padded)
-    n, hp, wp, c = ctx.padded_shape
-    (kh, kw), (ho, wo) = ctx.kernel, ctx.out_hw
-    windows = xp.reshape(ctx.x_padded, (n, ho, kh, wo, kw, c))
-    dx = xp.empty(windows.shape, dtype=g.dtype, device=B.device_of(g))
-    unrouted = None
-    offsets = [(i, j) for i in range(kh) for j in range(kw)]
-    for k, (i, j) in enumerate(offsets):
-        if k == len(offsets) - 1 and unrouted is not None:
-            takes = unrouted  # the window's maximum is here if no earlier offset had it
-        else:
-            takes = windows[:, :, i, :, j, :] == ctx.y
-            if unrouted is None:
-                unrouted = xp.logical_not(takes)
-            else:
-                takes = xp.logical_and(takes, unrouted)
-                unrouted = xp.logical_and(unrouted, xp.logical_not(takes))
-        dx[:, :, i, :, j, :] = g * xp.astype(takes, g.dtype)
-    return B.channels_first(xp.reshape(dx, (n, hp, wp, c)))
 
 
 def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
