@@ -25,7 +25,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("numpy", "array-api-compat", "torch", "jax", "array-api-strict", "cupy-cuda12x", "cupy-cuda13x"):
+    for dist in ("numpy", "array-api-compat", "numba", "torch", "jax", "array-api-strict", "cupy-cuda12x",
+                 "cupy-cuda13x"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
