@@ -1,6 +1,6 @@
 """Backend helpers: the only package in xpcnn that names numpy, cupy, torch or jax."""
 
-from xpcnn.backend import random
+from xpcnn.backend import compiled, random
 from xpcnn.backend.devices import Placement, from_numpy, move, placement_of, resolve, to_numpy
 from xpcnn.backend.namespaces import (
                                       BACKENDS,
@@ -32,6 +32,7 @@ __all__ = [
                                       "channels_first",
                                       "channels_last",
                                       "col2im",
+                                      "compiled",
                                       "crop_hw",
                                       "device_of",
                                       "first_max_grad",

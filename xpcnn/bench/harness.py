@@ -111,6 +111,7 @@ def measure(model: str, batch_size: int, backend: str | None = None, device: str
     Each timed block of ``steps`` calls follows ``settle`` seconds of untimed calls of the same kind.
     """
     placement = B.resolve(device, backend)
+    B.compiled.warm_up()
     ours = XpcnnStep(model, batch_size, placement)
     ref = None
     if reference == "torch":
