@@ -1,4 +1,4 @@
-"""Only xpcnn.backend may import numpy, cupy, torch or jax; everything else stays generic."""
+"""Only xpcnn.backend may import numpy, cupy, torch, jax or numba; everything else stays generic."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import xpcnn
 
-FORBIDDEN = {"numpy", "cupy", "cupyx", "torch", "jax", "jaxlib"}
+FORBIDDEN = {"numpy", "cupy", "cupyx", "torch", "jax", "jaxlib", "numba"}
 PACKAGE = Path(xpcnn.__file__).parent
 
 
