@@ -38,8 +38,7 @@ def uniform(placement: Placement, seed: int, counter: int, shape: tuple[int, ...
     multiplying them with ``like`` runs at full speed.
     """
     p = placement
-    if (p.backend == "numpy" and like is not None and len(shape) == 4
-            and like.transpose(0, 2, 3, 1).flags.c_contiguous and not like.flags.c_contiguous):
+    if p.backend == "numpy" and _stored_channel_last(like, shape):
         n, c, h, w = shape
         return uniform(p, seed, counter, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
     mixed = (int(seed) * 1_000_003 + int(counter)) % 2**63
@@ -74,9 +73,14 @@ def keep_mask(placement: Placement, seed: int, counter: int, shape: tuple[int, .
     pl = placement
     if pl.backend != "numpy":
         return uniform(pl, seed, counter, shape, pl.xp.float32, like=like) >= p
-    if like is not None and len(shape) == 4 and like.transpose(0, 2, 3, 1).flags.c_contiguous \
-            and not like.flags.c_contiguous:
+    if _stored_channel_last(like, shape):
         n, c, h, w = shape
         return keep_mask(pl, seed, counter, (n, h, w, c), p).transpose(0, 3, 1, 2)
     draws = host_generator(seed, counter).integers(0, _KEEP_LEVELS, size=shape, dtype=np.uint16)
-    return draws >= int(round(p * _KEEP_LEVELS))
+    return draws >= round(p * _KEEP_LEVELS)
+
+
+def _stored_channel_last(like: Any, shape: tuple[int, ...]) -> bool:
+    """Whether NumPy array ``like`` of 4-D ``shape`` is an ``(N, C, H, W)`` view of channel-last memory."""
+    return (like is not None and len(shape) == 4 and like.transpose(0, 2, 3, 1).flags.c_contiguous
+            and not like.flags.c_contiguous)

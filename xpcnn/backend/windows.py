@@ -163,7 +163,8 @@ def _strided_windows(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], s
 def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tuple[int, int]) -> Any:
     """Max-pool gradient for windows that tile ``(N, Hp, Wp, C)`` array ``x`` exactly (stride = kernel):
     each window's first maximum in row-major order takes its output's gradient (as PyTorch), given the
-    output ``y`` and gradient ``g`` ``(N, Ho, Wo, C)``. Returns ``(N, Hp, Wp, C)`` (not writable on JAX).
+    output ``y`` and gradient ``g`` ``(N, Ho, Wo, C)``. Returns ``(N, Hp, Wp, C)``. It writes into a fresh
+    array, so it needs a backend with mutable arrays (not JAX; callers use the general path there).
 
     Per kernel offset, one strided slice is compared with the output and a "not yet routed" mask
     over the outputs tracks ties, so no step works on more than an output-sized array; NumPy with

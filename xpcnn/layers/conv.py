@@ -7,7 +7,7 @@ from typing import Any
 from xpcnn.errors import ShapeError
 from xpcnn.layers.base import Layer, sub_seed, uniform_init
 from xpcnn.ops.conv import conv2d_backward, conv2d_forward
-from xpcnn.ops.lowering import LOWERINGS
+from xpcnn.ops.lowering import check_lowering
 from xpcnn.ops.shapes import output_hw, pair, resolve_padding
 
 
@@ -27,9 +27,7 @@ class Conv2D(Layer):
                  dilation: int | tuple[int, int] = 1, bias: bool = True,
                  seed: int | tuple[int, ...] | None = None, lowering: str = "auto") -> None:
         super().__init__()
-        if lowering not in LOWERINGS:
-            raise ValueError(f"Conv2D: lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {lowering!r}")
-        self.lowering = lowering
+        self.lowering = check_lowering(lowering, "Conv2D")
         for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Conv2D: {label} must be a positive int, got {value!r}")

@@ -103,12 +103,18 @@ class Lowering:
 LOWERINGS = ("auto", "columns", "rows")
 
 
+def check_lowering(kind: str, where: str = "conv2d") -> str:
+    """``kind`` if it is one of :data:`LOWERINGS`, else a ValueError naming ``where`` and the choices."""
+    if kind not in LOWERINGS:
+        raise ValueError(f"{where}: lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {kind!r}")
+    return kind
+
+
 def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple[int, int, int, int],
                     stride: Pair, dilation: Pair, out_hw: Pair, kind: str = "auto") -> Lowering:
     """The lowering named by ``kind``; for ``"auto"`` the one measured cheaper for these shapes
     (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it)."""
-    if kind not in LOWERINGS:
-        raise ValueError(f"lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {kind!r}")
+    check_lowering(kind)
     wp = padded_shape[2]
     o, c, kh, kw = weight_shape
     kernel_width = (kw, stride[1], dilation[1])
