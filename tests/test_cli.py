@@ -89,6 +89,7 @@ def test_resume_continues(trained: Path, mnist_dir: Path, tmp_path: Path) -> Non
     (["train", "--epochs", "-3"], "--epochs: must be positive"),
     (["train", "--batch-size", "0"], "--batch-size: must be positive"),
     (["train", "--lr", "-1"], "--lr: must be positive"),
+    (["bench", "--settle", "-1"], "--settle: must be non-negative"),
     (["train", "--device", "tpu", "--data-dir", "MNIST", "--split-test-set", "8000"], "unknown device 'tpu'"),
     (["train", "--device", "cuda", "--data-dir", "MNIST", "--split-test-set", "8000"], "CUDA"),
     (["train", "--data-dir", "/nonexistent", "--out", "OUT"], "not found"),

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from xpcnn import models
-from xpcnn.cli.common import add_device_arguments, positive_int
+from xpcnn.bench.harness import SETTLE_SECONDS
+from xpcnn.cli.common import add_device_arguments, non_negative_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", choices=["torch", "none"], default="torch", help="default: %(default)s")
     p.add_argument("--steps", type=positive_int, default=5, help="steps per timed repeat (default: %(default)s)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats; the median is kept")
-    p.add_argument("--settle", type=float, default=0.25, metavar="SECONDS",
+    p.add_argument("--settle", type=non_negative_float, default=SETTLE_SECONDS, metavar="SECONDS",
                    help="untimed running before each timed block, so the other engine's threads have "
                         "let go of the cores (default: %(default)s)")
     p.add_argument("--breakdown", action="store_true", help="also print per-layer forward/backward times")
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None if args.reference == "none" else args.reference
     for batch in args.batch_size:
         result = measure(args.model, batch, args.backend, args.device, reference, args.steps, args.repeats,
-                         settle=max(0.0, args.settle))
+                         settle=args.settle)
         if args.memory and result["device"] == "cpu" and result["backend"] == "numpy":
             from xpcnn.bench.memory import measure_in_subprocess
             result["peak_memory_bytes"] = measure_in_subprocess("xpcnn", args.model, batch)

@@ -20,12 +20,21 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    return _float(text, zero_ok=False)
+
+
+def non_negative_float(text: str) -> float:
+    return _float(text, zero_ok=True)
+
+
+def _float(text: str, zero_ok: bool) -> float:
+    kind = "non-negative" if zero_ok else "positive"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a {kind} number, got {text!r}") from None
+    if not (value >= 0 if zero_ok else value > 0):
+        raise argparse.ArgumentTypeError(f"must be {kind}, got {text}")
     return value
 
 
