@@ -1,0 +1,67 @@
+"""A/B of two xpcnn variants: training images/s of the same preset, interleaved in one process.
+
+A variant is either an environment setting read at call time (``--env XPCNN_NUMBA=1 XPCNN_NUMBA=0``)
+or a convolution lowering forced on every Conv2D (``--lowering auto columns``). Each timed block
+follows the harness's settle time, as in ``xpcnn bench``; the figure is the median of repeats.
+
+    python bench/ab.py --models mnist-cnn seed-deep --batch-sizes 32 128 --env XPCNN_NUMBA=1 XPCNN_NUMBA=0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from collections.abc import Callable
+
+from xpcnn import backend as B
+from xpcnn.bench.harness import XpcnnStep, _time
+from xpcnn.layers import Conv2D
+
+
+def variant(step: XpcnnStep, env: str | None, lowering: str | None) -> Callable[[], None]:
+    """``step.train`` with ``env`` (``NAME=VALUE``) set before each call, or its convs forced to ``lowering``."""
+    if lowering is not None:
+        for layer in step.model.layers:
+            if isinstance(layer, Conv2D):
+                layer.lowering = lowering
+    if env is None:
+        return step.train
+    name, value = env.split("=", 1)
+
+    def run() -> None:
+        os.environ[name] = value
+        step.train()
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["mnist-cnn"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    p.add_argument("--repeats", type=int, default=5)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--env", nargs=2, metavar=("A", "B"), help="NAME=VALUE for each variant")
+    group.add_argument("--lowering", nargs=2, metavar=("A", "B"), choices=["auto", "columns", "rows"])
+    args = p.parse_args()
+    placement = B.resolve("cpu")
+    for model in args.models:
+        for batch in args.batch_sizes:
+            steps = max(2, 256 // batch)
+            runs = []
+            for k in range(2):
+                step = XpcnnStep(model, batch, placement)
+                env = args.env[k] if args.env else None
+                lowering = args.lowering[k] if args.lowering else None
+                runs.append((env or lowering, step, variant(step, env, lowering)))
+            times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+            for _ in range(args.repeats):
+                for label, step, fn in runs:
+                    times[label].append(_time(fn, step.sync, steps))
+            rates = [batch / statistics.median(times[label]) for label, _, _ in runs]
+            print(f"{model} batch {batch}: {runs[0][0]} {rates[0]:.0f} img/s, {runs[1][0]} {rates[1]:.0f} img/s, "
+                  f"ratio {rates[0] / rates[1]:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
