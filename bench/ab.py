@@ -1,7 +1,8 @@
 """A/B of two xpcnn variants: training images/s of the same preset, interleaved in one process.
 
-A variant is either an environment setting read at call time (``--env XPCNN_NUMBA=1 XPCNN_NUMBA=0``)
-or a convolution lowering forced on every Conv2D (``--lowering auto columns``). Each timed block
+A variant is an environment setting read at call time (``--env XPCNN_NUMBA=1 XPCNN_NUMBA=0``),
+a convolution lowering forced on every Conv2D (``--lowering auto columns``), or a module constant
+set before each call (``--set xpcnn.ops.conv.COLUMN_BUFFER_BYTES=2097152 ...=4194304``). Each timed block
 follows the harness's settle time, as in ``xpcnn bench``; the figure is the median of repeats.
 
     python bench/ab.py --models mnist-cnn seed-deep --batch-sizes 32 128 --env XPCNN_NUMBA=1 XPCNN_NUMBA=0
@@ -10,6 +11,8 @@ follows the harness's settle time, as in ``xpcnn bench``; the figure is the medi
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import os
 import statistics
 from collections.abc import Callable
@@ -19,8 +22,21 @@ from xpcnn.bench.harness import XpcnnStep, _time
 from xpcnn.layers import Conv2D
 
 
-def variant(step: XpcnnStep, env: str | None, lowering: str | None) -> Callable[[], None]:
-    """``step.train`` with ``env`` (``NAME=VALUE``) set before each call, or its convs forced to ``lowering``."""
+def variant(step: XpcnnStep, env: str | None, lowering: str | None, setting: str | None = None
+            ) -> Callable[[], None]:
+    """``step.train`` with ``env`` (``NAME=VALUE``) or ``setting`` (``module.NAME=literal``) set before
+    each call, or its convs forced to ``lowering``."""
+    if setting is not None:
+        target, literal = setting.split("=", 1)
+        module_name, attribute = target.rsplit(".", 1)
+        module, value = importlib.import_module(module_name), ast.literal_eval(literal)
+        if not hasattr(module, attribute):
+            raise SystemExit(f"--set: {module_name} has no attribute {attribute!r}")
+
+        def run_with_setting() -> None:
+            setattr(module, attribute, value)
+            step.train()
+        return run_with_setting
     if lowering is not None:
         for layer in step.model.layers:
             if isinstance(layer, Conv2D):
@@ -43,6 +59,7 @@ def main() -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--env", nargs=2, metavar=("A", "B"), help="NAME=VALUE for each variant")
     group.add_argument("--lowering", nargs=2, metavar=("A", "B"), choices=["auto", "columns", "rows"])
+    group.add_argument("--set", nargs=2, metavar=("A", "B"), help="module.NAME=LITERAL for each variant")
     args = p.parse_args()
     placement = B.resolve("cpu")
     for model in args.models:
@@ -53,7 +70,8 @@ def main() -> None:
                 step = XpcnnStep(model, batch, placement)
                 env = args.env[k] if args.env else None
                 lowering = args.lowering[k] if args.lowering else None
-                runs.append((env or lowering, step, variant(step, env, lowering)))
+                setting = args.set[k] if args.set else None
+                runs.append((env or lowering or setting, step, variant(step, env, lowering, setting)))
             times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
             for _ in range(args.repeats):
                 for label, step, fn in runs:

@@ -15,18 +15,20 @@ pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba is not i
     ((2, 3), (1, 2), (2, 1)), ((3, 3), (2, 2), (2, 2)), ((1, 1), (3, 3), (1, 1)),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_col2im_matches_the_numpy_path(kernel, stride, dilation, dtype, monkeypatch, rng) -> None:
-    n, hp, wp, c = 3, 11, 10, 4
+def test_col2im_matmul_matches_the_numpy_path(kernel, stride, dilation, dtype, monkeypatch, rng) -> None:
+    n, hp, wp, c, o = 3, 11, 10, 4, 5
     ho = (hp - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     wo = (wp - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    blocks = rng.standard_normal((kernel[0] * kernel[1], 2 * ho * wo, c)).astype(dtype)
+    g = rng.standard_normal((2 * ho * wo, o)).astype(dtype)
+    w_matrix = rng.standard_normal((kernel[0] * kernel[1] * c, o)).astype(dtype)
     base = rng.standard_normal((n, hp, wp, c)).astype(dtype)
-    args = (blocks, (2, hp, wp, c), kernel, (ho, wo), stride, dilation)
-    fast = windows.col2im(*args, out=base.copy(), first=1)
+    args = (g, w_matrix, (2, hp, wp, c), kernel, (ho, wo), stride, dilation)
+    fast = windows.col2im_matmul(*args, out=base.copy(), first=1)
     monkeypatch.setenv(compiled.ENV_SWITCH, "0")
     assert not compiled.available()
-    reference = windows.col2im(*args, out=base.copy(), first=1)
-    np.testing.assert_allclose(fast, reference, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-6)
+    reference = windows.col2im_matmul(*args, out=base.copy(), first=1)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(fast, reference, rtol=tolerance, atol=tolerance)
     np.testing.assert_array_equal(fast[0], base[0])  # images outside first:first+n untouched
 
 
@@ -42,3 +44,33 @@ def test_first_max_grad_matches_the_numpy_path(kernel, monkeypatch, rng) -> None
     monkeypatch.setenv(compiled.ENV_SWITCH, "0")
     reference = windows.first_max_grad(x, y, g, kernel, (ho, wo))
     np.testing.assert_array_equal(fast, reference)
+
+
+@pytest.mark.parametrize("optimizer, weight_decay", [("Adam", 0.0), ("Adam", 0.1), ("AdamW", 0.05)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_step_matches_the_numpy_path(optimizer, weight_decay, dtype, monkeypatch, rng) -> None:
+    from xpcnn import Sequential, manual_seed, optim
+    from xpcnn.layers import Dense
+
+    def run(use_compiled: bool) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setenv(compiled.ENV_SWITCH, "1" if use_compiled else "0")
+        manual_seed(3)
+        model = Sequential([Dense(600, 700)]).to("cpu")  # 1.7 MB of weights: split over the worker threads
+        model.layers[0].params = {k: v.astype(dtype) for k, v in model.layers[0].params.items()}
+        opt = getattr(optim, optimizer)(model, lr=1e-2, weight_decay=weight_decay)
+        grads = np.random.default_rng(7)
+        for _ in range(4):
+            layer = model.layers[0]
+            layer.grads = {k: grads.standard_normal(v.shape).astype(dtype) for k, v in layer.params.items()}
+            opt.step()
+        return model.layers[0].params["weight"], opt.state["0.weight"]["exp_avg_sq"]
+
+    calls = []
+    kernel = compiled.adam_update
+    monkeypatch.setattr(compiled, "adam_update", lambda *args: calls.append(1) or kernel(*args))
+    fast, reference = run(True), run(False)
+    assert len(calls) >= 3 * 2  # steps 2-4 of weight and bias ran compiled (step 1 creates the slots)
+    tolerance = 2e-6 if dtype == np.float32 else 1e-13
+    for a, b in zip(fast, reference):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)

@@ -1,6 +1,8 @@
 """Backend helpers: the only package in xpcnn that names numpy, cupy, torch or jax."""
 
-from xpcnn.backend import compiled, random
+# threads first: it sets OpenBLAS's idle spin before anything loads NumPy.
+from xpcnn.backend import threads  # isort: skip
+from xpcnn.backend import compiled, elementwise, random
 from xpcnn.backend.devices import Placement, from_numpy, move, placement_of, resolve, to_numpy
 from xpcnn.backend.namespaces import (
                                       BACKENDS,
@@ -11,17 +13,20 @@ from xpcnn.backend.namespaces import (
                                       namespace_for,
                                       namespace_of,
 )
+from xpcnn.backend.threads import parallel_map
 from xpcnn.backend.windows import (
                                       add_at,
                                       channels_first,
                                       channels_last,
                                       col2im,
+                                      col2im_matmul,
                                       crop_hw,
                                       first_max_grad,
                                       im2col,
                                       im2col_transposed,
                                       pad_hw,
                                       window_index,
+                                      window_max,
 )
 
 __all__ = [
@@ -32,9 +37,11 @@ __all__ = [
                                       "channels_first",
                                       "channels_last",
                                       "col2im",
+                                      "col2im_matmul",
                                       "compiled",
                                       "crop_hw",
                                       "device_of",
+                                      "elementwise",
                                       "first_max_grad",
                                       "from_numpy",
                                       "im2col",
@@ -45,9 +52,12 @@ __all__ = [
                                       "namespace_for",
                                       "namespace_of",
                                       "pad_hw",
+                                      "parallel_map",
                                       "placement_of",
                                       "random",
                                       "resolve",
+                                      "threads",
                                       "to_numpy",
                                       "window_index",
+                                      "window_max",
 ]

@@ -16,6 +16,7 @@ import array_api_compat
 
 from xpcnn.backend import compiled
 from xpcnn.backend.namespaces import is_jax, namespace_of
+from xpcnn.backend.threads import split_batch
 
 
 def channels_last(x: Any) -> Any:
@@ -131,15 +132,37 @@ def col2im(blocks: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[i
     blocks = xp.reshape(blocks, (kh * kw, n, ho, wo, c))
     if out is None:
         out = xp.zeros(padded_shape, dtype=blocks.dtype, device=array_api_compat.device(blocks))
-    if (array_api_compat.is_numpy_array(out) and out.flags.c_contiguous and blocks.flags.c_contiguous
-            and out.dtype == blocks.dtype and compiled.available()):
-        return compiled.col2im_into(blocks, out, first, kernel, stride, dilation)
     images = slice(first, first + n)
     for i in range(kh):
         for j in range(kw):
             index = (images,) + window_index(i, j, out_hw, stride, dilation)[1:]
             out = add_at(out, index, blocks[i * kw + j, ...])
     return out
+
+
+def col2im_matmul(g: Any, w_matrix: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
+                  out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+                  out: Any = None, first: int = 0) -> Any:
+    """``col2im(g @ w_matrix.T)``: the input gradient of an im2col GEMM ``patches @ w_matrix``.
+
+    g: ``(n*Ho*Wo, O)``; w_matrix: ``(kh*kw*C, O)`` with rows ordered (offset, channel);
+    padded_shape: ``(n, Hp, Wp, C)``; ``out``/``first`` as in :func:`col2im`. NumPy with numba
+    makes one GEMM and adds its rows in one compiled pass; elsewhere ``kh*kw`` GEMMs give
+    offset-major blocks for :func:`col2im`'s whole-row additions.
+    """
+    xp = namespace_of(g, w_matrix)
+    (kh, kw), (ho, wo) = kernel, out_hw
+    n, _, _, c = padded_shape
+    o = w_matrix.shape[1]
+    if out is None:
+        out = xp.zeros(padded_shape, dtype=g.dtype, device=array_api_compat.device(g))
+    if (array_api_compat.is_numpy_array(out) and out.flags.c_contiguous and out.dtype == g.dtype
+            and compiled.available()):
+        patches = xp.reshape(g @ xp.permute_dims(w_matrix, (1, 0)), (n, ho, wo, kh * kw, c))
+        return compiled.col2im_into(patches, out, first, kernel, stride, dilation)
+    w_offsets = xp.permute_dims(xp.reshape(w_matrix, (kh * kw, c, o)), (0, 2, 1))  # (kk, O, C)
+    blocks = xp.matmul(g[None, ...], w_offsets)  # (kk, m, C)
+    return col2im(blocks, padded_shape, kernel, out_hw, stride, dilation, out=out, first=first)
 
 
 def _strided_windows(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], stride: tuple[int, int],
@@ -160,6 +183,28 @@ def _strided_windows(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], s
     return None
 
 
+def window_max(x: Any, windows: list[tuple]) -> Any:
+    """Element-wise maximum of ``x[index]`` over the window slices (each ``(slice(None), rows, cols,
+    slice(None))`` of an ``(N, H, W, C)`` array): max-pooling's forward. NumPy splits the batch axis
+    over the worker threads and keeps one output buffer; other backends chain ``maximum``."""
+    xp = namespace_of(x)
+    if not array_api_compat.is_numpy_array(x) or len(windows) < 2:
+        y = x[windows[0]]
+        for index in windows[1:]:
+            y = xp.maximum(y, x[index])
+        return y
+    import numpy
+    out = numpy.empty(x[windows[0]].shape, dtype=x.dtype)
+
+    def part(a: int, b: int) -> None:
+        rows = x[a:b]
+        numpy.maximum(rows[windows[0]], rows[windows[1]], out=out[a:b])
+        for index in windows[2:]:
+            numpy.maximum(out[a:b], rows[index], out=out[a:b])
+    split_batch(part, x.shape[0], x)
+    return out
+
+
 def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tuple[int, int]) -> Any:
     """Max-pool gradient for windows that tile ``(N, Hp, Wp, C)`` array ``x`` exactly (stride = kernel):
     each window's first maximum in row-major order takes its output's gradient (as PyTorch), given the
@@ -174,7 +219,11 @@ def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tupl
     # The compiled pass wins from 32 channels on (1.7x at 32 and 64); at 8-16 it measured 2.6x slower.
     if (array_api_compat.is_numpy_array(x) and x.shape[3] >= 32 and x.flags.c_contiguous
             and y.flags.c_contiguous and compiled.available()):
-        return compiled.max_pool_tiled_grad(x, y, g, kernel)
+        import numpy
+        out = numpy.empty(x.shape, dtype=g.dtype)
+        split_batch(lambda a, b: compiled.max_pool_tiled_grad(x[a:b], y[a:b], g[a:b], kernel, out[a:b]),
+                    x.shape[0], x)
+        return out
     n, hp, wp, c = x.shape
     (kh, kw), (ho, wo) = kernel, out_hw
     windows = xp.reshape(x, (n, ho, kh, wo, kw, c))

@@ -9,14 +9,12 @@ from xpcnn import backend as B
 
 def relu_forward(x: Any) -> Any:
     """``max(x, 0)``, any shape."""
-    return B.namespace_of(x).maximum(x, 0.0)
+    return B.elementwise.relu(x)
 
 
 def relu_backward(grad_y: Any, y: Any) -> Any:
     """Gradient of ReLU given its output ``y`` (zero where ``y == 0``, as PyTorch)."""
-    xp = B.namespace_of(grad_y, y)
-    # A multiply by a 0/1 mask, not `where`: NumPy's where is ~7x slower than a ufunc here.
-    return grad_y * xp.astype(y > 0, grad_y.dtype)
+    return B.elementwise.relu_grad(grad_y, y)
 
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:

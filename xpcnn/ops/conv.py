@@ -21,6 +21,10 @@ from xpcnn.ops.shapes import Pair, output_hw
 COLUMN_BUFFER_BYTES = 4 * 2**20
 #: Patch matrices of a whole batch up to this size are kept for the backward pass instead of rebuilt.
 KEEP_COLUMNS_BYTES = 16 * 2**20
+#: im2col patch matrices of a whole batch from this size on are built and multiplied on the worker
+#: threads (xpcnn/backend/threads.py); smaller ones, and the banded lowering's few wide GEMMs, measured
+#: faster in one thread with a 2-thread OpenBLAS (bench/results/optimization-log.md).
+THREADED_COLUMNS_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -33,12 +37,26 @@ class ConvContext:
     lowering: Lowering
     padding: tuple[int, int, int, int]
     has_bias: bool
+    chunks: list[tuple[int, int]]  # image ranges, one patch matrix each
     columns: list | None = None  # the forward pass's patch chunks, when small enough to keep
 
 
 def _chunk_size(images: int, rows_per_image: int, cols: int, itemsize: int) -> int:
     per_image = max(1, rows_per_image * cols * itemsize)
     return max(1, min(images, COLUMN_BUFFER_BYTES // per_image))
+
+
+def _threaded_like(x: Any, lowering: Lowering, cols: int) -> Any:
+    """``x`` where the chunks should run on the worker threads, else None (one thread)."""
+    total = x.shape[0] * lowering.rows_per_image * cols * _itemsize(x)
+    return x if not lowering.banded and total >= THREADED_COLUMNS_BYTES else None
+
+
+def _chunks(x: Any, lowering: Lowering, cols: int) -> list[tuple[int, int]]:
+    """Image ranges whose patch matrices stay under ``COLUMN_BUFFER_BYTES``, as even as the worker threads need."""
+    n = x.shape[0]
+    most = _chunk_size(n, lowering.rows_per_image, cols, _itemsize(x))
+    return B.threads.batch_ranges(n, most, like=_threaded_like(x, lowering, cols))
 
 
 def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding: tuple[int, int, int, int],
@@ -58,15 +76,21 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     source = plan.view(x_padded)
     w_matrix = plan.weight_matrix(weight)
     rows, k = plan.rows_per_image, w_matrix.shape[0]
-    step = _chunk_size(n, rows, k, _itemsize(x))
-    chunks = (_patches(source[a:min(a + step, n), ...], plan) for a in range(0, n, step))
-    columns = list(chunks) if n * rows * k * _itemsize(x) <= KEEP_COLUMNS_BYTES else None
-    parts = [cols @ w_matrix for cols in (columns if columns is not None else chunks)]
+    chunks = _chunks(x, plan, k)
+    keep = n * rows * k * _itemsize(x) <= KEEP_COLUMNS_BYTES
+
+    def chunk(images: tuple[int, int]) -> tuple[Any, Any]:
+        cols = _patches(source[images[0]:images[1], ...], plan)
+        return (cols if keep else None), cols @ w_matrix
+
+    done = B.parallel_map(chunk, chunks, like=_threaded_like(x, plan, k))
+    columns = [cols for cols, _ in done] if keep else None
+    parts = [part for _, part in done]
     y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     y = xp.reshape(y, (n, out_hw[0], out_hw[1], o))
     if bias is not None:
         y += bias
-    ctx = ConvContext(x_padded, tuple(weight.shape), w_matrix, plan, padding, bias is not None, columns)
+    ctx = ConvContext(x_padded, tuple(weight.shape), w_matrix, plan, padding, bias is not None, chunks, columns)
     return B.channels_first(y), ctx
 
 
@@ -81,32 +105,31 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     o = ctx.weight_shape[0]
     source = lowering.view(ctx.x_padded)
     n = source.shape[0]
-    kk = lowering.kernel[0] * lowering.kernel[1]
     k, o_cols = ctx.w_matrix.shape
     rows = lowering.rows_per_image
     g_nhwc = B.channels_last(grad_y)
     grad_b = xp.sum(xp.reshape(g_nhwc, (-1, o)), axis=0) if ctx.has_bias else None
     g = xp.reshape(g_nhwc, (n * rows, o_cols))
-    step = _chunk_size(n, rows, k, _itemsize(g))
     grad_wm = None
-    # (kk, O', C'): one small weight matrix per kernel offset, so the patch gradient comes out
-    # offset-major and col2im adds whole contiguous rows (1.5x faster than slicing (m, K) columns).
-    w_offsets = xp.permute_dims(xp.reshape(ctx.w_matrix, (kk, k // kk, o_cols)), (0, 2, 1))
     dsource = xp.zeros(source.shape, dtype=g.dtype, device=B.device_of(g)) if need_input_grad else None
-    for index, a in enumerate(range(0, n, step)):
-        end = min(a + step, n)
+
+    def chunk(index_start: tuple[int, tuple[int, int]]) -> Any:
+        nonlocal dsource
+        index, (a, end) = index_start
         g_chunk = g[a * rows:end * rows, :]
         x_chunk = source[a:end, ...]
         cols = ctx.columns[index] if ctx.columns is not None else _patches(x_chunk, lowering)
+        if need_input_grad:
+            # Chunks write disjoint images of dsource; only immutable arrays (JAX, never threaded) rebind it.
+            dsource = B.col2im_matmul(g_chunk, ctx.w_matrix, tuple(x_chunk.shape), lowering.kernel, lowering.out_hw,
+                                      lowering.stride, lowering.dilation, out=dsource, first=a)
         # (K, O') for im2col columns: 1.1-1.7x faster in OpenBLAS than (O', K) when O' is a few dozen;
         # the banded lowering's wide O' runs as fast either way, and (O', K) measured slightly better.
-        part = (xp.permute_dims(g_chunk, (1, 0)) @ cols if lowering.banded
+        return (xp.permute_dims(g_chunk, (1, 0)) @ cols if lowering.banded
                 else xp.permute_dims(cols, (1, 0)) @ g_chunk)
+
+    for part in B.parallel_map(chunk, list(enumerate(ctx.chunks)), like=_threaded_like(ctx.x_padded, lowering, k)):
         grad_wm = part if grad_wm is None else grad_wm + part
-        if need_input_grad:
-            blocks = xp.matmul(g_chunk[None, ...], w_offsets)  # (kk, m, C')
-            dsource = B.col2im(blocks, x_chunk.shape, lowering.kernel, lowering.out_hw, lowering.stride,
-                               lowering.dilation, out=dsource, first=a)
     grad_w = lowering.weight_grad(grad_wm if lowering.banded else xp.permute_dims(grad_wm, (1, 0)), ctx.weight_shape)
     grad_x = None
     if need_input_grad:

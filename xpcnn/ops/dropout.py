@@ -15,9 +15,9 @@ def dropout_mask(keep: Any, p: float, dtype: Any) -> Any:
 
 def dropout_forward(x: Any, mask: Any) -> Any:
     """``x * mask``, any shape."""
-    return x * mask
+    return B.elementwise.multiply(x, mask)
 
 
 def dropout_backward(grad_y: Any, mask: Any) -> Any:
     """``grad_y * mask``."""
-    return grad_y * mask
+    return B.elementwise.multiply(grad_y, mask)

@@ -39,12 +39,9 @@ def _geometry(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, 
 def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
                        ) -> tuple[Any, PoolContext]:
     """Max over each window. x: ``(N, C, H, W)`` -> ``(N, C, Ho, Wo)``; padding counts as -inf."""
-    xp = B.namespace_of(x)
     out_hw, slices = _geometry(x, kernel, stride, padding)
     x_padded = B.pad_hw(B.channels_last(x), *padding, value=-float("inf"))
-    y = x_padded[slices[0]]
-    for index in slices[1:]:
-        y = xp.maximum(y, x_padded[index])
+    y = B.window_max(x_padded, slices)
     ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw, x_padded, y)
     return B.channels_first(y), ctx
 

@@ -30,13 +30,20 @@ class Adam(Optimizer):
     def update(self, key: str, param: Any, grad: Any, state: dict[str, Any]) -> Any:
         xp = B.namespace_of(param, grad)
         b1, b2 = self.betas
+        t = self.step_count
+        bias1, bias2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+        m = state.get("exp_avg")
+        v = state.get("exp_avg_sq")
+        if m is not None and B.elementwise.adam_step(
+                param, grad, m, v, b1=b1, b2=b2, step_size=self.lr / bias1, sqrt_bias2=math.sqrt(bias2), eps=self.eps,
+                l2=0.0 if self.decoupled else self.weight_decay,
+                keep=1.0 - self.lr * self.weight_decay if self.decoupled else 1.0):
+            return param  # one compiled pass did the steps below (NumPy with numba)
         if self.weight_decay:
             if self.decoupled:
                 param *= 1.0 - self.lr * self.weight_decay
             else:
                 grad = grad + self.weight_decay * param
-        m = state.get("exp_avg")
-        v = state.get("exp_avg_sq")
         # Augmented assignments update the slots in place where arrays are writeable (NumPy, CuPy,
         # PyTorch) and simply rebind on JAX: no per-step allocation of the optimizer state.
         if m is None:
@@ -47,8 +54,6 @@ class Adam(Optimizer):
             v *= b2
             v += (1.0 - b2) * (grad * grad)
         state["exp_avg"], state["exp_avg_sq"] = m, v
-        t = self.step_count
-        bias1, bias2 = 1.0 - b1 ** t, 1.0 - b2 ** t
         denom = xp.sqrt(v)
         denom /= math.sqrt(bias2)
         denom += self.eps
