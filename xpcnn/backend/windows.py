@@ -216,8 +216,7 @@ def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tupl
     numba does it all in one compiled pass.
     """
     xp = namespace_of(g, x)
-    # The compiled pass wins from 32 channels on (1.7x at 32 and 64); at 8-16 it measured 2.6x slower.
-    if (array_api_compat.is_numpy_array(x) and x.shape[3] >= 32 and x.flags.c_contiguous
+    if (array_api_compat.is_numpy_array(x) and x.flags.c_contiguous
             and y.flags.c_contiguous and compiled.available()):
         import numpy
         out = numpy.empty(x.shape, dtype=g.dtype)
