@@ -64,9 +64,13 @@ def test_parallel_map_keeps_order_and_raises_worker_errors(two_threads) -> None:
 @needs_threadpoolctl
 @pytest.mark.parametrize("stride, padding, dilation", [((1, 1), (1, 1, 1, 1), (1, 1)), ((2, 1), (0, 1, 2, 0), (1, 2))])
 @pytest.mark.parametrize("lowering", ["columns", "rows"])
-def test_threaded_convolution_matches_one_thread(stride, padding, dilation, lowering, two_threads, rng) -> None:
+def test_threaded_convolution_matches_one_thread(stride, padding, dilation, lowering, two_threads, monkeypatch,
+                                                 rng) -> None:
     x = B.channels_first(rng.standard_normal((9, 10, 11, 3)))  # channel-last memory, as between layers
     weight, bias = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    pools = []
+    pool = threads._pool
+    monkeypatch.setattr(threads, "_pool", lambda count: pools.append(count) or pool(count))
     results = []
     for count in (2, 1):
         two_threads(count)
@@ -74,6 +78,8 @@ def test_threaded_convolution_matches_one_thread(stride, padding, dilation, lowe
         assert len(ctx.chunks) > 2
         grads = conv.conv2d_backward(np.cos(y), ctx)
         results.append((y, *grads))
+    # im2col chunks ran on the pool (forward and backward); the banded lowering always runs in one thread.
+    assert pools == ([2, 2] if lowering == "columns" else [])
     for threaded, serial in zip(*results):
         np.testing.assert_allclose(threaded, serial, rtol=1e-12, atol=1e-12)
 

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import cache
+from itertools import pairwise
 from typing import Any, TypeVar
 
 ENV_THREADS = "XPCNN_NUM_THREADS"
@@ -59,15 +60,18 @@ def short_blas_spin() -> bool:
 
 def workers() -> int:
     """How many threads chunk-parallel loops use: ``$XPCNN_NUM_THREADS``, else the usable cores when
-    the pool can pay (short OpenBLAS spin, threadpoolctl installed), else 1."""
+    the pool can pay (short OpenBLAS spin), else 1. Without threadpoolctl it is always 1: OpenBLAS could
+    not be held to one thread inside the pool."""
     value = os.environ.get(ENV_THREADS)
     if value:
         try:
             count = int(value)
         except ValueError:
-            raise ValueError(f"{ENV_THREADS} must be a whole number of threads, got {value!r}") from None
+            raise ValueError(f"{ENV_THREADS} must be a whole number of threads, got {value!r}: "
+                             f"set it to e.g. 2, or unset it to use the usable cores") from None
         if count < 1:
-            raise ValueError(f"{ENV_THREADS} must be at least 1, got {count}")
+            raise ValueError(f"{ENV_THREADS} must be at least 1, got {count}: set 1 to turn the worker "
+                             f"threads off, or unset it to use the usable cores")
         return count if _blas_controller() is not None else 1
     if not short_blas_spin() or _blas_controller() is None:
         return 1
@@ -93,13 +97,13 @@ def batch_ranges(n: int, most: int, like: Any) -> list[tuple[int, int]]:
     """``(start, stop)`` ranges covering ``0..n`` with at most ``most`` images each: as few as that
     allows, and, where ``like`` would run on the worker threads, a multiple of their number in
     near-equal sizes, so no thread is left with the odd last chunk."""
-    count = -(-n // max(1, most))
+    most = max(1, most)
     workers_here = min(workers(), n) if _is_numpy(like) else 1
-    if workers_here > 1 and count > 1:
-        count = -(-count // workers_here) * workers_here
-    count = min(count, n)
     if workers_here == 1:  # plain chunks of ``most``: the last one takes the remainder
         return [(a, min(a + most, n)) for a in range(0, n, most)]
+    count = -(-n // most)
+    if count > 1:
+        count = min(n, -(-count // workers_here) * workers_here)
     return [(n * k // count, n * (k + 1) // count) for k in range(count)]
 
 
@@ -114,7 +118,7 @@ def split_batch(fn: Callable[[int, int], None], n: int, like: Any) -> None:
         return
     bounds = [n * k // count for k in range(count + 1)]
     pool = _pool(count)
-    pending = [pool.submit(fn, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+    pending = [pool.submit(fn, a, b) for a, b in pairwise(bounds[1:])]
     try:
         fn(bounds[0], bounds[1])
     finally:

@@ -52,13 +52,6 @@ def _threaded_like(x: Any, lowering: Lowering, cols: int) -> Any:
     return x if not lowering.banded and total >= THREADED_COLUMNS_BYTES else None
 
 
-def _chunks(x: Any, lowering: Lowering, cols: int) -> list[tuple[int, int]]:
-    """Image ranges whose patch matrices stay under ``COLUMN_BUFFER_BYTES``, as even as the worker threads need."""
-    n = x.shape[0]
-    most = _chunk_size(n, lowering.rows_per_image, cols, _itemsize(x))
-    return B.threads.batch_ranges(n, most, like=_threaded_like(x, lowering, cols))
-
-
 def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding: tuple[int, int, int, int],
                    dilation: Pair, lowering: str = "auto") -> tuple[Any, ConvContext]:
     """``y[n, o] = sum_c x[n, c] * weight[o, c] + bias[o]``.
@@ -76,14 +69,16 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     source = plan.view(x_padded)
     w_matrix = plan.weight_matrix(weight)
     rows, k = plan.rows_per_image, w_matrix.shape[0]
-    chunks = _chunks(x, plan, k)
+    threaded = _threaded_like(x, plan, k)
+    # Image ranges whose patch matrices stay under COLUMN_BUFFER_BYTES, as even as the worker threads need.
+    chunks = B.threads.batch_ranges(n, _chunk_size(n, rows, k, _itemsize(x)), like=threaded)
     keep = n * rows * k * _itemsize(x) <= KEEP_COLUMNS_BYTES
 
     def chunk(images: tuple[int, int]) -> tuple[Any, Any]:
         cols = _patches(source[images[0]:images[1], ...], plan)
         return (cols if keep else None), cols @ w_matrix
 
-    done = B.parallel_map(chunk, chunks, like=_threaded_like(x, plan, k))
+    done = B.parallel_map(chunk, chunks, like=threaded)
     columns = [cols for cols, _ in done] if keep else None
     parts = [part for _, part in done]
     y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
