@@ -52,8 +52,8 @@ _CONV_SPECS = [
     {"cin": 17, "cout": 3, "k": 3, "padding": 1, "shape": (2, None, 6, 5)},  # many channels
     {"cin": 17, "cout": 2, "k": 2, "dilation": 2, "padding": "same", "shape": (2, None, 5, 6)},
 ]
-# Every geometry through both lowerings of xpcnn.ops.lowering (auto would pick "rows" for all these sizes).
-CONV_CASES = [_conv(**spec, lowering=lowering) for lowering in ("columns", "rows") for spec in _CONV_SPECS]
+# Every geometry through each lowering of xpcnn.ops.lowering (auto would pick "rows" for all these sizes).
+CONV_CASES = [_conv(**spec, lowering=lowering) for lowering in ("columns", "rows", "tiles") for spec in _CONV_SPECS]
 
 
 def _pool(kind, k, stride=None, padding=0, shape=(2, 3, 8, 7)):

@@ -51,7 +51,7 @@ def test_bad_labels(labels, message) -> None:
     (lambda: L.Conv2D(1, 3, 3, padding=-1), "padding must be non-negative"),
     (lambda: L.Conv2D(1, 3, 3, stride=2, padding="same"), "padding='same' needs stride 1"),
     (lambda: L.Conv2D(1, 3, 3, padding="full"), "padding must be an int, a pair, 'same' or 'valid'"),
-    (lambda: L.Conv2D(1, 3, 3, lowering="fft"), "lowering must be one of 'auto', 'columns', 'rows', got 'fft'"),
+    (lambda: L.Conv2D(1, 3, 3, lowering="fft"), "lowering must be one of 'auto', 'columns', 'rows', 'tiles', got 'fft'"),
     (lambda: L.Dropout(1.0), r"p must be in \[0, 1\)"),
     (lambda: xpcnn.models.build("resnet"), "unknown model 'resnet'"),
     (lambda: xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), lr=0), "learning rate must be positive"),

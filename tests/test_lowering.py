@@ -6,33 +6,63 @@ import numpy as np
 import pytest
 
 from xpcnn import layers as L
+from xpcnn.ops import conv
 from xpcnn.ops.lowering import choose_lowering
 
 
-@pytest.mark.parametrize("c, o, k, h, banded", [
-    (8, 8, 5, 24, True),     # seed-deep's second conv: few output channels, the banded weight wins
-    (1, 8, 5, 28, True),     # seed-deep's first conv
-    (6, 16, 5, 14, True),    # lenet5's second conv
-    (1, 32, 3, 28, False),   # mnist-cnn's first conv: 32 outputs x 9 wasted columns -> im2col
-    (1, 8, 3, 28, False),    # seed-simple's conv: one input channel, score 75 -> im2col
-    (16, 8, 3, 28, False),   # score 75 but a 1.1 MiB banded weight -> im2col
-    (32, 64, 3, 26, False),  # mnist-cnn's second conv
+@pytest.mark.parametrize("c, o, k, h, kind", [
+    (8, 8, 5, 24, "tiles"),     # seed-deep's second conv: few output channels and a row 24 wide
+    (1, 8, 5, 28, "rows"),      # seed-deep's first conv: one channel, tile rows of 40 values are too short
+    (6, 16, 5, 14, "rows"),     # lenet5's second conv: rows waste only 14/5, tiles 8/5
+    (1, 32, 3, 28, "columns"),  # mnist-cnn's first conv: 32 outputs x 9 wasted columns -> im2col
+    (1, 8, 3, 28, "columns"),   # seed-simple's conv: one input channel, score 75 -> im2col
+    (16, 8, 3, 28, "columns"),  # score 75 but a 1.1 MiB banded weight -> im2col
+    (32, 64, 3, 26, "columns"),  # mnist-cnn's second conv
 ])
-def test_auto_picks_the_measured_winner(c, o, k, h, banded) -> None:
+def test_auto_picks_the_measured_winner(c, o, k, h, kind) -> None:
     out = h - k + 1
     plan = choose_lowering((128, h, h, c), (o, c, k, k), (1, 1), (1, 1), (out, out))
-    assert plan.banded is banded
+    assert plan.kind == kind
+    assert plan.banded is (kind != "columns")
+
+
+@pytest.mark.parametrize("c, o, kh, kw, stride, padding, dilation, hw", [
+    (8, 8, 5, 5, 1, 0, 1, (24, 24)),   # seed-deep's second conv
+    (3, 5, 3, 2, 2, 1, 1, (11, 13)),   # stride 2: tiles start 2*t columns apart
+    (2, 4, 3, 3, 1, 2, 2, (9, 10)),    # dilation 2
+    (2, 3, 4, 3, 3, 1, 1, (13, 17)),   # stride 3, a view narrower than the padded input
+])
+@pytest.mark.parametrize("tile", [1, 2, 3, 4, 5, 100])
+def test_tiles_of_any_width_match_im2col(c, o, kh, kw, stride, padding, dilation, hw, tile, rng) -> None:
+    """Every tile width (one column, ones that leave a partial last tile, wider than the output)
+    gives im2col's output and gradients in float64."""
+    x = rng.standard_normal((3, c, *hw))
+    weight, bias = rng.standard_normal((o, c, kh, kw)), rng.standard_normal(o)
+    geometry = ((stride, stride), (padding,) * 4, (dilation, dilation))
+    results = []
+    for kind in ("columns", "tiles"):
+        def plan(*args, kind=kind, **kwargs):
+            return choose_lowering(*args[:5], kind, tile=tile)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(conv, "choose_lowering", plan)
+            y, ctx = conv.conv2d_forward(x, weight, bias, *geometry)
+            assert ctx.lowering.kind == kind
+            grad_y = np.cos(np.arange(y.size, dtype=np.float64)).reshape(y.shape)
+            results.append((y, *conv.conv2d_backward(grad_y, ctx)))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_lowerings_agree_on_a_preset_sized_conv(rng) -> None:
-    """Both lowerings give the same output and gradients (float64) on a mid-sized layer."""
+    """All lowerings give the same output and gradients (float64) on a mid-sized layer."""
     x = rng.standard_normal((4, 8, 12, 12))
     grad_y = rng.standard_normal((4, 16, 6, 6))
     results = []
-    for lowering in ("columns", "rows"):
+    for lowering in ("columns", "rows", "tiles"):
         layer = L.Conv2D(8, 16, 3, stride=2, padding=1, seed=3, lowering=lowering)
         layer.params = {k: np.asarray(v, dtype=np.float64) for k, v in layer.params.items()}
         y = layer.forward(x)
         results.append((y, layer.backward(grad_y), layer.grads["weight"], layer.grads["bias"]))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -63,7 +63,7 @@ def test_parallel_map_keeps_order_and_raises_worker_errors(two_threads) -> None:
 
 @needs_threadpoolctl
 @pytest.mark.parametrize("stride, padding, dilation", [((1, 1), (1, 1, 1, 1), (1, 1)), ((2, 1), (0, 1, 2, 0), (1, 2))])
-@pytest.mark.parametrize("lowering", ["columns", "rows"])
+@pytest.mark.parametrize("lowering", ["columns", "rows", "tiles"])
 def test_threaded_convolution_matches_one_thread(stride, padding, dilation, lowering, two_threads, monkeypatch,
                                                  rng) -> None:
     x = B.channels_first(rng.standard_normal((9, 10, 11, 3)))  # channel-last memory, as between layers

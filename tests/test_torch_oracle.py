@@ -78,7 +78,7 @@ def test_cross_entropy_matches_torch(backend, rng) -> None:
 @given(n=st.integers(1, 3), cin=st.integers(1, 4), cout=st.integers(1, 4), h=st.integers(1, 10),
        w=st.integers(1, 10), kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 3),
        pad=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**16),
-       lowering=st.sampled_from(["columns", "rows"]))
+       lowering=st.sampled_from(["columns", "rows", "tiles"]))
 def test_conv_random_shapes_match_torch(n, cin, cout, h, w, kh, kw, stride, pad, dil, bias, seed, lowering) -> None:
     """Property test: any fitting conv geometry agrees with PyTorch (NumPy backend)."""
     from conftest import make_backend

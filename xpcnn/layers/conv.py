@@ -18,7 +18,8 @@ class Conv2D(Layer):
     a pair, ``"same"`` or ``"valid"``. Output ``(N, out_channels, Ho, Wo)``.
 
     ``lowering`` picks how the convolution becomes a matrix product: ``"auto"`` (default: the
-    cheaper for the shapes), ``"columns"`` (im2col) or ``"rows"`` (banded weights); see
+    cheaper for the shapes), ``"columns"`` (im2col), ``"rows"`` (banded weights) or ``"tiles"``
+    (banded weights for tiles of a few output columns); see
     :mod:`xpcnn.ops.lowering`. It changes speed only, never the result beyond rounding.
     """
 

@@ -62,7 +62,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     """
     xp = B.namespace_of(x, weight)
     n, _, h, w = x.shape
-    o, _, kh, kw = weight.shape
+    kh, kw = weight.shape[2:]
     out_hw = output_hw((h, w), (kh, kw), stride, padding, dilation)
     x_padded = B.pad_hw(B.channels_last(x), *padding)
     plan = choose_lowering(tuple(x_padded.shape), tuple(weight.shape), stride, dilation, out_hw, lowering)
@@ -81,8 +81,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     done = B.parallel_map(chunk, chunks, like=threaded)
     columns = [cols for cols, _ in done] if keep else None
     parts = [part for _, part in done]
-    y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    y = xp.reshape(y, (n, out_hw[0], out_hw[1], o))
+    y = plan.output(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), n)
     if bias is not None:
         y += bias
     ctx = ConvContext(x_padded, tuple(weight.shape), w_matrix, plan, padding, bias is not None, chunks, columns)
@@ -99,12 +98,11 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext, need_input_grad: bool = True
     lowering = ctx.lowering
     o = ctx.weight_shape[0]
     source = lowering.view(ctx.x_padded)
-    n = source.shape[0]
-    k, o_cols = ctx.w_matrix.shape
+    k = ctx.w_matrix.shape[0]
     rows = lowering.rows_per_image
     g_nhwc = B.channels_last(grad_y)
     grad_b = xp.sum(xp.reshape(g_nhwc, (-1, o)), axis=0) if ctx.has_bias else None
-    g = xp.reshape(g_nhwc, (n * rows, o_cols))
+    g = lowering.output_grad(g_nhwc)
     grad_wm = None
     dsource = xp.zeros(source.shape, dtype=g.dtype, device=B.device_of(g)) if need_input_grad else None
 

@@ -1,6 +1,6 @@
-"""How a convolution becomes one matrix product: two lowerings, and the choice between them.
+"""How a convolution becomes one matrix product: three lowerings, and the choice between them.
 
-Both turn padded channel-last input ``(N, Hp, Wp, C)`` into a "patch" matrix whose rows are
+All turn padded channel-last input ``(N, Hp, Wp, C)`` into a "patch" matrix whose rows are
 gathered windows, and the weight into a matrix, so that ``patches @ weight_matrix`` is the
 output ``(N, Ho, Wo, O)`` in channel-last order.
 
@@ -12,13 +12,20 @@ output ``(N, Ho, Wo, O)`` in channel-last order.
   ``(kh*Wp*C, Wo*O)`` matrix (a block Toeplitz matrix that places each kernel column at
   every output column). It spends ``Wp/kw`` times the arithmetic, but copies only ``kh``
   times the input and gives a wide GEMM, which wins when there are few output channels.
+- **tiles**: the rows lowering cut into tiles of ``t`` output columns: a row per tile reads
+  the ``kh`` stretches of input it covers, and the band is only ``(kh*b*C, t*O)`` for a
+  stretch of ``b`` input columns. The wasted arithmetic falls from ``Wp/kw`` to about
+  ``(t + kw - 1)/kw``, at the price of a narrower GEMM.
 
-The rows lowering is the columns lowering of the input viewed as ``(N, Hp, 1, Wp*C)`` with a
-``(kh, 1)`` kernel, so both share the im2col/col2im helpers.
+Rows and tiles view the input as ``(N, Hp, Wq, P*C)``: blocks of ``P`` whole columns, whose
+windows (``kh`` rows by ``kb`` blocks, stride one block) are what a tile reads. The rows
+lowering is the one block ``P = Wp``; tiles use ``P = t*sw`` (the input step between tiles).
+Both are then the columns lowering of that view, so all three share the im2col/col2im helpers.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +42,13 @@ ROWS_LOWERING_MAX_SCORE_ONE_CHANNEL = 60.0
 #: ... and only while the banded weight stays this small: above about 1 MiB (with the patch chunk
 #: it no longer shares a core's 2 MiB L2) the rows lowering measured 1.3-2.4x slower than im2col.
 ROWS_LOWERING_MAX_WEIGHT_BYTES = 2**20
+#: Where the rows lowering pays, cut rows into tiles (see :func:`tile_width`) when that divides the
+#: wasted arithmetic by at least this much and a tile's patch row stays long enough for a fast GEMM.
+#: Measured on NumPy at batch 128: seed-deep's 8->8 5x5 conv on 24x24 (ratio 3.0, 320 values) took
+#: 0.88x the time of rows; lenet5's 6->16 5x5 on 14x14 (ratio 1.75) 1.17x, and single-channel
+#: first layers (40 values per tile row) 1.06-1.18x.
+TILES_MIN_WASTE_RATIO = 2.5
+TILES_MIN_ROW_VALUES = 128
 
 
 @dataclass(frozen=True)
@@ -42,30 +56,67 @@ class Lowering:
     """Window geometry of the patch matrix, in terms of the input as :meth:`view` shapes it."""
 
     banded: bool
-    kernel: Pair
+    kernel: Pair            # windows of the view: (kh, kw) for columns, (kh, kb blocks) when banded
     stride: Pair
     dilation: Pair
-    out_hw: Pair
+    out_hw: Pair            # windows per image: (Ho, Wo), or (Ho, tiles per row) when banded
     image_hw: Pair          # the conv's own (Ho, Wo)
     padded_width: int       # Wp of the real input
     kernel_width: tuple[int, int, int]  # kw, stride w, dilation w of the real kernel
+    tile: int = 1           # output columns per patch row (Wo for rows, t for tiles)
+    block: int = 1          # input columns per block of the banded view (Wp for rows)
+    kind: str = "columns"   # which of LOWERINGS this is
 
     @property
     def rows_per_image(self) -> int:
         return self.out_hw[0] * self.out_hw[1]
 
+    @property
+    def view_width(self) -> int:
+        """Input columns the banded view covers (>= the columns the tiles read)."""
+        return (self.out_hw[1] - 1 + self.kernel[1]) * self.block
+
     def view(self, x_padded: Any) -> Any:
         """``(N, Hp, Wp, C)`` as the array the windows are taken from."""
         if not self.banded:
             return x_padded
+        xp = B.namespace_of(x_padded)
         n, hp, wp, c = x_padded.shape
-        return B.namespace_of(x_padded).reshape(x_padded, (n, hp, 1, wp * c))
+        width = self.view_width
+        if width > wp:
+            x_padded = B.pad_hw(x_padded, 0, 0, 0, width - wp)
+        elif width < wp:  # a stride > 1 that never reaches the last columns
+            x_padded = x_padded[:, :, :width, :]
+        return xp.reshape(x_padded, (n, hp, width // self.block, self.block * c))
 
     def unview(self, source_grad: Any, padded_shape: tuple[int, int, int, int]) -> Any:
         """Inverse of :meth:`view` for the gradient of the viewed array."""
         if not self.banded:
             return source_grad
-        return B.namespace_of(source_grad).reshape(source_grad, padded_shape)
+        xp = B.namespace_of(source_grad)
+        n, hp, wp, c = padded_shape
+        width = self.view_width
+        grad = xp.reshape(source_grad, (n, hp, width, c))
+        if width > wp:
+            return grad[:, :, :wp, :]
+        return B.pad_hw(grad, 0, 0, 0, wp - width)
+
+    def output(self, product: Any, images: int) -> Any:
+        """The GEMM's ``(images*rows, O')`` product as the ``(N, Ho, Wo, O)`` output."""
+        xp = B.namespace_of(product)
+        ho, wo = self.image_hw
+        width = self.out_hw[1] * self.tile
+        y = xp.reshape(product, (images, ho, width, product.shape[1] // self.tile))
+        return y if width == wo else y[:, :, :wo, :]
+
+    def output_grad(self, grad_y: Any) -> Any:
+        """``(N, Ho, Wo, O)`` output gradient as the ``(N*rows, O')`` matrix matching :meth:`output`."""
+        xp = B.namespace_of(grad_y)
+        n, _, wo, o = grad_y.shape
+        width = self.out_hw[1] * self.tile
+        if width > wo:
+            grad_y = B.pad_hw(grad_y, 0, 0, 0, width - wo)
+        return xp.reshape(grad_y, (n * self.rows_per_image, self.tile * o))
 
     def weight_matrix(self, weight: Any) -> Any:
         """``(O, C, kh, kw)`` weight as the ``(K, O')`` matrix the patches multiply."""
@@ -73,9 +124,8 @@ class Lowering:
         o, c, kh, kw = weight.shape
         if not self.banded:
             return xp.permute_dims(xp.reshape(xp.permute_dims(weight, (0, 2, 3, 1)), (o, kh * kw * c)), (1, 0))
-        wp, wo = self.padded_width, self.image_hw[1]
-        band = xp.tensordot(weight, self._shifts(weight), axes=([3], [0]))  # (O, C, kh, Wp, Wo)
-        return xp.reshape(xp.permute_dims(band, (2, 3, 1, 4, 0)), (kh * wp * c, wo * o))
+        band = xp.tensordot(weight, self._shifts(weight), axes=([3], [0]))  # (O, C, kh, b, t)
+        return xp.reshape(xp.permute_dims(band, (2, 3, 1, 4, 0)), (kh * self._band_width * c, self.tile * o))
 
     def weight_grad(self, grad_matrix_t: Any, weight_shape: tuple[int, int, int, int]) -> Any:
         """Gradient of the weight from that of the weight matrix, given transposed ``(O', K)``."""
@@ -83,24 +133,28 @@ class Lowering:
         o, c, kh, kw = weight_shape
         if not self.banded:
             return xp.permute_dims(xp.reshape(grad_matrix_t, (o, kh, kw, c)), (0, 3, 1, 2))
-        wp, wo = self.padded_width, self.image_hw[1]
-        grad_band = xp.reshape(grad_matrix_t, (wo, o, kh, wp, c))
+        grad_band = xp.reshape(grad_matrix_t, (self.tile, o, kh, self._band_width, c))
         grad = xp.tensordot(grad_band, self._shifts(grad_matrix_t), axes=([0, 3], [2, 1]))  # (O, kh, C, kw)
         return xp.permute_dims(grad, (0, 2, 1, 3))
 
+    @property
+    def _band_width(self) -> int:
+        """Input columns one patch row holds per kernel row."""
+        return self.kernel[1] * self.block
+
     def _shifts(self, like: Any) -> Any:
-        """``S[j, p, q] = 1`` where output column ``q`` reads input column ``p`` at kernel column ``j``."""
+        """``S[j, p, q] = 1`` where a tile's output column ``q`` reads its input column ``p`` at kernel column ``j``."""
         xp = B.namespace_of(like)
         kw, sw, dw = self.kernel_width
         device = B.device_of(like)
         j = xp.reshape(xp.arange(kw, device=device), (kw, 1, 1))
-        p = xp.reshape(xp.arange(self.padded_width, device=device), (1, self.padded_width, 1))
-        q = xp.reshape(xp.arange(self.image_hw[1], device=device), (1, 1, self.image_hw[1]))
+        p = xp.reshape(xp.arange(self._band_width, device=device), (1, self._band_width, 1))
+        q = xp.reshape(xp.arange(self.tile, device=device), (1, 1, self.tile))
         return xp.astype(p == q * sw + j * dw, like.dtype)
 
 
 #: Accepted values of ``kind`` in :func:`choose_lowering` (and of ``Conv2D.lowering``).
-LOWERINGS = ("auto", "columns", "rows")
+LOWERINGS = ("auto", "columns", "rows", "tiles")
 
 
 def check_lowering(kind: str, where: str = "conv2d") -> str:
@@ -111,16 +165,40 @@ def check_lowering(kind: str, where: str = "conv2d") -> str:
 
 
 def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple[int, int, int, int],
-                    stride: Pair, dilation: Pair, out_hw: Pair, kind: str = "auto") -> Lowering:
+                    stride: Pair, dilation: Pair, out_hw: Pair, kind: str = "auto", tile: int | None = None
+                    ) -> Lowering:
     """The lowering named by ``kind``; for ``"auto"`` the one measured cheaper for these shapes
-    (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it)."""
+    (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it). ``tile`` sets the tiles
+    lowering's output columns per tile (default: :func:`tile_width`)."""
     check_lowering(kind)
     wp = padded_shape[2]
     o, c, kh, kw = weight_shape
     kernel_width = (kw, stride[1], dilation[1])
-    if kind == "rows" or (kind == "auto" and _rows_pay(c, o, kh, kw, wp, out_hw[1])):
-        return Lowering(True, (kh, 1), (stride[0], 1), (dilation[0], 1), (out_hw[0], 1), out_hw, wp, kernel_width)
+    if kind == "auto" and _rows_pay(c, o, kh, kw, wp, out_hw[1]):
+        kind = "tiles" if _tiles_pay(c, kh, kw, stride[1], dilation[1], wp, out_hw[1]) else "rows"
+    if kind == "tiles":
+        t = tile or tile_width(kw, stride[1], dilation[1], out_hw[1])
+        span = (t - 1) * stride[1] + (kw - 1) * dilation[1] + 1  # input columns one tile reads
+        block = t * stride[1]
+        return Lowering(True, (kh, math.ceil(span / block)), (stride[0], 1), (dilation[0], 1),
+                        (out_hw[0], math.ceil(out_hw[1] / t)), out_hw, wp, kernel_width, t, block, "tiles")
+    if kind == "rows":
+        return Lowering(True, (kh, 1), (stride[0], 1), (dilation[0], 1), (out_hw[0], 1), out_hw, wp, kernel_width,
+                        out_hw[1], wp, "rows")
     return Lowering(False, (kh, kw), stride, dilation, out_hw, out_hw, wp, kernel_width)
+
+
+def tile_width(kw: int, sw: int, dw: int, wo: int) -> int:
+    """Output columns per tile: ``(kw-1)*dw`` when the stride is one, so a tile's input is exactly two blocks."""
+    return max(1, min(wo, math.ceil((kw - 1) * dw / sw)))
+
+
+def _tiles_pay(c: int, kh: int, kw: int, sw: int, dw: int, wp: int, wo: int) -> bool:
+    """Whether tiles should beat the rows lowering (the measured rule of :data:`TILES_MIN_WASTE_RATIO`)."""
+    t = tile_width(kw, sw, dw, wo)
+    block = t * sw
+    band = math.ceil(((t - 1) * sw + (kw - 1) * dw + 1) / block) * block  # input columns per tile row
+    return wp / band >= TILES_MIN_WASTE_RATIO and kh * band * c >= TILES_MIN_ROW_VALUES
 
 
 def _rows_pay(c: int, o: int, kh: int, kw: int, wp: int, wo: int) -> bool:
