@@ -50,6 +50,16 @@ def multiply(x: Any, factor: Any) -> Any:
     return out
 
 
+def scaled_mask(keep: Any, scale: float, dtype: Any) -> Any:
+    """``scale`` where boolean ``keep`` is True, else 0, as ``dtype`` (dropout's mask), any shape."""
+    if not (type(keep) is numpy.ndarray and keep.dtype == numpy.bool_ and keep.ndim > 0):
+        xp = namespace_of(keep)
+        return xp.astype(keep, dtype) * scale
+    # One pass (a cast then a multiply would be two, and a temporary).
+    out = numpy.empty_like(keep, dtype=dtype)  # keep's memory order (dropout masks follow x's layout)
+    return numpy.multiply(keep, out.dtype.type(scale), out=out)
+
+
 def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, b1: float, b2: float, step_size: float,
               sqrt_bias2: float, eps: float, l2: float = 0.0, keep: float = 1.0) -> bool:
     """An Adam/AdamW step in place, in one compiled pass split over the worker threads, where the

@@ -9,8 +9,7 @@ from xpcnn import backend as B
 
 def dropout_mask(keep: Any, p: float, dtype: Any) -> Any:
     """Scaled keep-mask ``(1 / (1 - p))`` where boolean ``keep`` (the input's shape) is True, else 0."""
-    xp = B.namespace_of(keep)
-    return xp.astype(keep, dtype) * (1.0 / (1.0 - p))
+    return B.elementwise.scaled_mask(keep, 1.0 / (1.0 - p), dtype)
 
 
 def dropout_forward(x: Any, mask: Any) -> Any:
