@@ -7,7 +7,7 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.errors import CheckpointError, ShapeError
-from xpcnn.layers import LAYER_TYPES, Layer
+from xpcnn.layers import LAYER_TYPES, Layer, MaxPool2D, ReLU
 
 
 class Sequential:
@@ -28,12 +28,29 @@ class Sequential:
         self.training = True
         self.placement: B.Placement = B.resolve("cpu")
         self.dtype = "float32"
+        self._folded_relus: set[int] = set()  # ReLUs the last forward ran inside the next max-pool
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``)."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``).
+
+        A ReLU followed by a max-pool runs as one step (:meth:`MaxPool2D.forward_relu`: the same
+        values, without the full-size ReLU output or its backward pass); :meth:`backward` skips
+        such a ReLU, whose gradient the max-pool's backward includes.
+        """
+        self._folded_relus = set()
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if type(layer) is ReLU and type(following) is MaxPool2D:
+                layer.forget()  # its output is never materialized; a stale cache would mislead
+                x = following.forward_relu(x)
+                self._folded_relus.add(i)
+                i += 2
+            else:
+                x = layer.forward(x)
+                i += 1
         return x
 
     __call__ = forward
@@ -46,8 +63,9 @@ class Sequential:
         """
         if self.layers:
             self.layers[0].need_input_grad = need_input_grad
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
+        for i in reversed(range(len(self.layers))):
+            if i not in self._folded_relus:
+                grad_out = self.layers[i].backward(grad_out)
         if self.layers:
             self.layers[0].need_input_grad = True
         return grad_out

@@ -27,6 +27,10 @@ class _FromOutput(Layer):
         self._expect_cached(self._y)
         return type(self)._backward(grad_out, self._y)
 
+    def forget(self) -> None:
+        """Drop the cached output (a later :meth:`backward` then asks for a forward first)."""
+        self._y = None
+
 
 class ReLU(_FromOutput):
     """``max(x, 0)``; any shape."""

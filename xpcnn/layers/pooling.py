@@ -55,6 +55,18 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Max over ``kernel_size`` windows (stride defaults to the kernel); ties send the gradient to the first maximum."""
 
+    def forward_relu(self, x: Any) -> Any:
+        """``forward(relu(x))`` without materializing ``relu(x)``: the ReLU runs on the pooled output.
+
+        The next :meth:`backward` then returns the gradient with respect to ``x`` (ReLU's included).
+        :class:`~xpcnn.model.Sequential` uses it for a ReLU followed by a max-pool.
+        """
+        self._expect_rank(x, 4, "(N, C, H, W)")
+        self._namespace(x)
+        self.output_shape(tuple(x.shape))
+        y, self._ctx = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, relu=True)
+        return y
+
 
 class AvgPool2D(_Pool2D):
     """Mean over ``kernel_size`` windows (stride defaults to the kernel; zero padding counts, as in PyTorch)."""

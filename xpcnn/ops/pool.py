@@ -23,6 +23,7 @@ class PoolContext:
     out_hw: Pair
     x_padded: Any = None
     y: Any = None
+    relu: bool = False  # the forward pooled relu(x): see max_pool2d_forward
 
 
 def _window_slices(kernel: Pair, stride: Pair, out_hw: Pair) -> list[tuple]:
@@ -36,20 +37,29 @@ def _geometry(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, 
     return out_hw, _window_slices(kernel, stride, out_hw)
 
 
-def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
-                       ) -> tuple[Any, PoolContext]:
-    """Max over each window. x: ``(N, C, H, W)`` -> ``(N, C, Ho, Wo)``; padding counts as -inf."""
+def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int],
+                       relu: bool = False) -> tuple[Any, PoolContext]:
+    """Max over each window. x: ``(N, C, H, W)`` -> ``(N, C, Ho, Wo)``; padding counts as -inf.
+
+    With ``relu``, the max over windows of ``relu(x)``, computed as ``relu`` of the max (the same
+    values, on an array ``kh*kw`` times smaller); the backward pass then returns the gradient
+    with respect to ``x``, ReLU's gradient included.
+    """
     out_hw, slices = _geometry(x, kernel, stride, padding)
     x_padded = B.pad_hw(B.channels_last(x), *padding, value=-float("inf"))
     y = B.window_max(x_padded, slices)
-    ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw, x_padded, y)
-    return B.channels_first(y), ctx
+    ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw, x_padded, y, relu)
+    return B.channels_first(B.elementwise.relu(y) if relu else y), ctx
 
 
 def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     """Route each output gradient to its window's first maximum (row-major order, as PyTorch does)."""
     xp = B.namespace_of(grad_y, ctx.x_padded)
     g = B.channels_last(grad_y)
+    if ctx.relu:
+        # Where a window's maximum is positive, relu(x)'s first maximum is x's; elsewhere ReLU passes
+        # no gradient to any of the window's values. So: mask the pooled gradient, then route.
+        g = B.elementwise.relu_grad(g, ctx.y)
     if _tiles_exactly(ctx) and not B.is_jax(xp):
         return B.channels_first(B.first_max_grad(ctx.x_padded, ctx.y, g, ctx.kernel, ctx.out_hw))
     dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
