@@ -41,17 +41,20 @@ class Sequential:
         self._folded_relus = set()
         i = 0
         while i < len(self.layers):
-            layer = self.layers[i]
-            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if type(layer) is ReLU and type(following) is MaxPool2D:
-                layer.forget()  # its output is never materialized; a stale cache would mislead
-                x = following.forward_relu(x)
+            if self.folds_relu(i):
+                self.layers[i].forget()  # its output is never materialized; a stale cache would mislead
+                x = self.layers[i + 1].forward_relu(x)
                 self._folded_relus.add(i)
                 i += 2
             else:
-                x = layer.forward(x)
+                x = self.layers[i].forward(x)
                 i += 1
         return x
+
+    def folds_relu(self, i: int) -> bool:
+        """Whether layer ``i`` is a ReLU that :meth:`forward` runs inside the max-pool after it."""
+        return (i + 1 < len(self.layers) and type(self.layers[i]) is ReLU
+                and type(self.layers[i + 1]) is MaxPool2D)
 
     __call__ = forward
 
