@@ -13,8 +13,8 @@ import argparse
 import statistics
 import time
 
-import xpcnn  # noqa: F401  (before NumPy: OpenBLAS's short idle spin)
-import numpy as np
+import xpcnn  # noqa: F401  # isort: skip  (before NumPy: OpenBLAS's short idle spin)
+import numpy as np  # isort: skip
 
 from xpcnn import layers as L
 from xpcnn.models import PRESETS, build

@@ -57,8 +57,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     """``y[n, o] = sum_c x[n, c] * weight[o, c] + bias[o]``.
 
     x: ``(N, C, H, W)``; weight: ``(O, C, kh, kw)``; bias: ``(O,)`` or None;
-    padding: ``(top, bottom, left, right)``; lowering: ``"auto"``, ``"columns"`` or ``"rows"``
-    (see :mod:`xpcnn.ops.lowering`). Returns y ``(N, O, Ho, Wo)`` and the context.
+    padding: ``(top, bottom, left, right)``; lowering: ``"auto"``, ``"columns"``, ``"rows"`` or
+    ``"tiles"`` (see :mod:`xpcnn.ops.lowering`). Returns y ``(N, O, Ho, Wo)`` and the context.
     """
     xp = B.namespace_of(x, weight)
     n, _, h, w = x.shape

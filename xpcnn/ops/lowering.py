@@ -55,7 +55,7 @@ TILES_MIN_ROW_VALUES = 128
 class Lowering:
     """Window geometry of the patch matrix, in terms of the input as :meth:`view` shapes it."""
 
-    banded: bool
+    kind: str               # "columns", "rows" or "tiles"
     kernel: Pair            # windows of the view: (kh, kw) for columns, (kh, kb blocks) when banded
     stride: Pair
     dilation: Pair
@@ -65,7 +65,11 @@ class Lowering:
     kernel_width: tuple[int, int, int]  # kw, stride w, dilation w of the real kernel
     tile: int = 1           # output columns per patch row (Wo for rows, t for tiles)
     block: int = 1          # input columns per block of the banded view (Wp for rows)
-    kind: str = "columns"   # which of LOWERINGS this is
+
+    @property
+    def banded(self) -> bool:
+        """Rows and tiles multiply a banded weight; columns (im2col) the plain one."""
+        return self.kind != "columns"
 
     @property
     def rows_per_image(self) -> int:
@@ -173,19 +177,14 @@ def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple
     check_lowering(kind)
     wp = padded_shape[2]
     o, c, kh, kw = weight_shape
-    kernel_width = (kw, stride[1], dilation[1])
     if kind == "auto" and _rows_pay(c, o, kh, kw, wp, out_hw[1]):
-        kind = "tiles" if _tiles_pay(c, kh, kw, stride[1], dilation[1], wp, out_hw[1]) else "rows"
+        tiles = _tiles(kh, kw, stride, dilation, out_hw, wp, tile)
+        return tiles if _tiles_pay(tiles, c) else _rows(kh, kw, stride, dilation, out_hw, wp)
     if kind == "tiles":
-        t = tile or tile_width(kw, stride[1], dilation[1], out_hw[1])
-        span = (t - 1) * stride[1] + (kw - 1) * dilation[1] + 1  # input columns one tile reads
-        block = t * stride[1]
-        return Lowering(True, (kh, math.ceil(span / block)), (stride[0], 1), (dilation[0], 1),
-                        (out_hw[0], math.ceil(out_hw[1] / t)), out_hw, wp, kernel_width, t, block, "tiles")
+        return _tiles(kh, kw, stride, dilation, out_hw, wp, tile)
     if kind == "rows":
-        return Lowering(True, (kh, 1), (stride[0], 1), (dilation[0], 1), (out_hw[0], 1), out_hw, wp, kernel_width,
-                        out_hw[1], wp, "rows")
-    return Lowering(False, (kh, kw), stride, dilation, out_hw, out_hw, wp, kernel_width)
+        return _rows(kh, kw, stride, dilation, out_hw, wp)
+    return Lowering("columns", (kh, kw), stride, dilation, out_hw, out_hw, wp, (kw, stride[1], dilation[1]))
 
 
 def tile_width(kw: int, sw: int, dw: int, wo: int) -> int:
@@ -193,12 +192,25 @@ def tile_width(kw: int, sw: int, dw: int, wo: int) -> int:
     return max(1, min(wo, math.ceil((kw - 1) * dw / sw)))
 
 
-def _tiles_pay(c: int, kh: int, kw: int, sw: int, dw: int, wp: int, wo: int) -> bool:
-    """Whether tiles should beat the rows lowering (the measured rule of :data:`TILES_MIN_WASTE_RATIO`)."""
-    t = tile_width(kw, sw, dw, wo)
-    block = t * sw
-    band = math.ceil(((t - 1) * sw + (kw - 1) * dw + 1) / block) * block  # input columns per tile row
-    return wp / band >= TILES_MIN_WASTE_RATIO and kh * band * c >= TILES_MIN_ROW_VALUES
+def _rows(kh: int, kw: int, stride: Pair, dilation: Pair, out_hw: Pair, wp: int) -> Lowering:
+    """The rows lowering: one block of all ``Wp`` columns, one patch row per output row."""
+    return Lowering("rows", (kh, 1), (stride[0], 1), (dilation[0], 1), (out_hw[0], 1), out_hw, wp,
+                    (kw, stride[1], dilation[1]), out_hw[1], wp)
+
+
+def _tiles(kh: int, kw: int, stride: Pair, dilation: Pair, out_hw: Pair, wp: int, tile: int | None) -> Lowering:
+    """The tiles lowering with ``tile`` (default :func:`tile_width`) output columns per patch row."""
+    t = tile or tile_width(kw, stride[1], dilation[1], out_hw[1])
+    span = (t - 1) * stride[1] + (kw - 1) * dilation[1] + 1  # input columns one tile reads
+    block = t * stride[1]
+    return Lowering("tiles", (kh, math.ceil(span / block)), (stride[0], 1), (dilation[0], 1),
+                    (out_hw[0], math.ceil(out_hw[1] / t)), out_hw, wp, (kw, stride[1], dilation[1]), t, block)
+
+
+def _tiles_pay(tiles: Lowering, c: int) -> bool:
+    """Whether ``tiles`` should beat the rows lowering (the measured rule of :data:`TILES_MIN_WASTE_RATIO`)."""
+    band = tiles._band_width  # input columns per tile row and kernel row
+    return tiles.padded_width / band >= TILES_MIN_WASTE_RATIO and tiles.kernel[0] * band * c >= TILES_MIN_ROW_VALUES
 
 
 def _rows_pay(c: int, o: int, kh: int, kw: int, wp: int, wo: int) -> bool:
