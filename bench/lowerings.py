@@ -17,6 +17,7 @@ import xpcnn  # noqa: F401  # isort: skip  (before NumPy: OpenBLAS's short idle 
 import numpy as np  # isort: skip
 
 from xpcnn import layers as L
+from xpcnn.cli.common import positive_int
 from xpcnn.models import PRESETS, build
 from xpcnn.ops import conv
 from xpcnn.ops.lowering import choose_lowering
@@ -57,7 +58,7 @@ def time_lowering(layer: L.Conv2D, x: np.ndarray, kind: str, tile: int | None, n
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--tiles", type=int, nargs="*", default=[2, 4, 5, 8], help="tile widths to try")
+    p.add_argument("--tiles", type=positive_int, nargs="*", default=[2, 4, 5, 8], help="tile widths to try")
     p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args()
     rng = np.random.default_rng(0)

@@ -9,6 +9,7 @@ import xpcnn
 from xpcnn import layers as L
 from xpcnn.errors import LabelError, ShapeError
 from xpcnn.losses import SoftmaxCrossEntropy
+from xpcnn.ops.lowering import choose_lowering
 
 
 def test_wrong_rank() -> None:
@@ -52,6 +53,8 @@ def test_bad_labels(labels, message) -> None:
     (lambda: L.Conv2D(1, 3, 3, stride=2, padding="same"), "padding='same' needs stride 1"),
     (lambda: L.Conv2D(1, 3, 3, padding="full"), "padding must be an int, a pair, 'same' or 'valid'"),
     (lambda: L.Conv2D(1, 3, 3, lowering="fft"), "lowering must be one of 'auto', 'columns', 'rows', 'tiles', got 'fft'"),
+    (lambda: choose_lowering((1, 8, 8, 1), (2, 1, 3, 3), (1, 1), (1, 1), (6, 6), "tiles", tile=0),
+     "tile must be a positive int"),
     (lambda: L.Dropout(1.0), r"p must be in \[0, 1\)"),
     (lambda: xpcnn.models.build("resnet"), "unknown model 'resnet'"),
     (lambda: xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), lr=0), "learning rate must be positive"),

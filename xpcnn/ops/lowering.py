@@ -175,6 +175,9 @@ def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple
     (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it). ``tile`` sets the tiles
     lowering's output columns per tile (default: :func:`tile_width`)."""
     check_lowering(kind)
+    if tile is not None and (not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"choose_lowering: tile must be a positive int (output columns per tile), got {tile!r}; "
+                         "leave it None for the default width")
     wp = padded_shape[2]
     o, c, kh, kw = weight_shape
     if kind == "auto" and _rows_pay(c, o, kh, kw, wp, out_hw[1]):
