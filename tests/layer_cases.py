@@ -21,6 +21,16 @@ class Case:
     torch_fn: Callable[..., Any] | None     # (torch_x, **torch_params) -> torch_y
     input_shape: tuple[int, ...]
     positive_input: bool = False
+    numpy_only: str | None = None           # why the case runs on NumPy only (a skip reason elsewhere)
+
+    def skip_reason(self, backend_name: str) -> str | None:
+        """Why this case cannot run on ``backend_name``, or None."""
+        if self.numpy_only is None:
+            return None
+        if backend_name != "numpy":
+            return f"{self.numpy_only} (runs on NumPy only)"
+        from xpcnn.backend import compiled
+        return None if compiled.available() else "numba is not installed (pip install 'xpcnn[fast]')"
 
 
 def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8), lowering="auto"):
@@ -33,7 +43,8 @@ def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, No
         return F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
     name = f"conv-{lowering}-c{cin}o{cout}-k{k}-s{stride}-p{padding}-d{dilation}-b{int(bias)}"
-    return Case(name, make, torch_fn, (shape[0], cin, shape[2], shape[3]))
+    only = "the direct lowering is compiled for NumPy arrays" if lowering == "direct" else None
+    return Case(name, make, torch_fn, (shape[0], cin, shape[2], shape[3]), numpy_only=only)
 
 
 _CONV_SPECS = [
@@ -52,8 +63,17 @@ _CONV_SPECS = [
     {"cin": 17, "cout": 3, "k": 3, "padding": 1, "shape": (2, None, 6, 5)},  # many channels
     {"cin": 17, "cout": 2, "k": 2, "dilation": 2, "padding": "same", "shape": (2, None, 5, 6)},
 ]
+# Geometries the direct kernels take (stride 1, few channels): output channels above and below a
+# vector's 8 lanes and a register block's pixel count, tails of a row, dilation, padding.
+_DIRECT_SPECS = [spec for spec in _CONV_SPECS if spec.get("stride", 1) == 1 and spec["cin"] <= 16] + [
+    {"cin": 1, "cout": 8, "k": 5, "shape": (2, None, 17, 30)},
+    {"cin": 3, "cout": 13, "k": 3, "padding": 1, "shape": (2, None, 6, 11)},
+    {"cin": 2, "cout": 32, "k": (3, 2), "dilation": (2, 1), "shape": (2, None, 8, 9)},
+    {"cin": 9, "cout": 1, "k": 1, "shape": (2, None, 4, 5)},
+]
 # Every geometry through each lowering of xpcnn.ops.lowering (auto would pick "rows" for all these sizes).
-CONV_CASES = [_conv(**spec, lowering=lowering) for lowering in ("columns", "rows", "tiles") for spec in _CONV_SPECS]
+CONV_CASES = ([_conv(**spec, lowering=lowering) for lowering in ("columns", "rows", "tiles") for spec in _CONV_SPECS]
+              + [_conv(**spec, lowering="direct") for spec in _DIRECT_SPECS])
 
 
 def _pool(kind, k, stride=None, padding=0, shape=(2, 3, 8, 7)):

@@ -52,7 +52,7 @@ def test_bad_labels(labels, message) -> None:
     (lambda: L.Conv2D(1, 3, 3, padding=-1), "padding must be non-negative"),
     (lambda: L.Conv2D(1, 3, 3, stride=2, padding="same"), "padding='same' needs stride 1"),
     (lambda: L.Conv2D(1, 3, 3, padding="full"), "padding must be an int, a pair, 'same' or 'valid'"),
-    (lambda: L.Conv2D(1, 3, 3, lowering="fft"), "lowering must be one of 'auto', 'columns', 'rows', 'tiles', got 'fft'"),
+    (lambda: L.Conv2D(1, 3, 3, lowering="fft"), "lowering must be one of 'auto', 'columns', 'rows', 'tiles', 'direct', got 'fft'"),
     (lambda: choose_lowering((1, 8, 8, 1), (2, 1, 3, 3), (1, 1), (1, 1), (6, 6), "tiles", tile=0),
      "tile must be a positive int"),
     (lambda: L.Dropout(1.0), r"p must be in \[0, 1\)"),
@@ -67,3 +67,25 @@ def test_bad_constructor_arguments(make, message) -> None:
 def test_backward_before_forward() -> None:
     with pytest.raises(RuntimeError, match="backward\\(\\) called before forward\\(\\)"):
         L.Conv2D(1, 2, 3).backward(np.zeros((1, 2, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("library, channels, stride, message", [
+    ("torch", 2, 1, "it runs on NumPy arrays only, got torch.Tensor"),
+    ("numpy", 2, 2, r"its input gradient needs stride 1, got \(2, 2\)"),
+    ("numpy", 40, 1, "it takes at most 32 channels in and out"),
+])
+def test_direct_lowering_says_when_it_cannot_run(library, channels, stride, message) -> None:
+    from xpcnn.backend import compiled
+    if library == "numpy" and not compiled.available():
+        pytest.skip("numba is not installed: the direct lowering's first complaint would be that")
+    xp = pytest.importorskip(library)
+    layer = L.Conv2D(channels, 3, 3, stride=stride, lowering="direct")
+    for name, value in layer.params.items():
+        layer.params[name] = xp.asarray(np.asarray(value))
+    with pytest.raises(ValueError, match=f"'direct' lowering cannot run this convolution: {message}.*lowering='auto'"):
+        layer.forward(xp.asarray(np.zeros((1, channels, 6, 6), np.float32)))
+
+
+def test_direct_is_no_matrix_plan() -> None:
+    with pytest.raises(ValueError, match="'direct' lowering is no matrix product"):
+        choose_lowering((1, 8, 8, 1), (2, 1, 3, 3), (1, 1), (1, 1), (6, 6), "direct")

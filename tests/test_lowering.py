@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from xpcnn import layers as L
+from xpcnn.backend import compiled
 from xpcnn.ops import conv
 from xpcnn.ops.lowering import choose_lowering
 
@@ -45,7 +46,7 @@ def test_tiles_of_any_width_match_im2col(c, o, kh, kw, stride, padding, dilation
             return choose_lowering(*args[:5], kind, tile=tile)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(conv, "choose_lowering", plan)
-            y, ctx = conv.conv2d_forward(x, weight, bias, *geometry)
+            y, ctx = conv.conv2d_forward(x, weight, bias, *geometry, kind)
             assert ctx.lowering.kind == kind
             grad_y = np.cos(np.arange(y.size, dtype=np.float64)).reshape(y.shape)
             results.append((y, *conv.conv2d_backward(grad_y, ctx)))
@@ -66,3 +67,48 @@ def test_lowerings_agree_on_a_preset_sized_conv(rng) -> None:
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+needs_numba = pytest.mark.skipif(not compiled.available(), reason="numba is not installed (pip install 'xpcnn[fast]')")
+
+
+@needs_numba
+@pytest.mark.parametrize("c, o, k, h, stride, direct", [
+    (8, 8, 5, 24, 1, True),      # seed-deep's second conv
+    (1, 8, 5, 28, 1, True),      # seed-deep's first conv
+    (6, 16, 5, 14, 1, True),     # lenet5's second conv
+    (1, 32, 3, 28, 1, True),     # mnist-cnn's first conv
+    (32, 64, 3, 26, 1, False),   # mnist-cnn's second conv: too many channels for a register block
+    (8, 8, 3, 28, 2, False),     # stride 2: the direct input gradient needs stride 1
+])
+def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, direct) -> None:
+    x = np.zeros((2, c, h, h), np.float32)
+    _, ctx = conv.conv2d_forward(x, np.zeros((o, c, k, k), np.float32), None, (stride, stride), (0,) * 4, (1, 1))
+    assert isinstance(ctx, conv.DirectConvContext) is direct
+
+
+@needs_numba
+@pytest.mark.parametrize("c, o, kh, kw, padding, dilation, hw", [
+    (8, 8, 5, 5, 0, 1, (24, 24)),   # seed-deep's second conv: two blocks of 10 pixels per row
+    (1, 6, 5, 5, 2, 1, (28, 28)),   # lenet5's first conv: 6 outputs, padding
+    (6, 16, 5, 5, 0, 1, (14, 14)),  # two vectors of outputs, a block of 5 pixels
+    (3, 27, 3, 2, 1, 2, (9, 13)),   # a partial vector, dilation, a row tail
+    (2, 1, 1, 3, 0, 1, (3, 40)),    # one output channel: a wide block
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> None:
+    """Output and all three gradients of the direct kernels agree with im2col (to rounding)."""
+    x = rng.standard_normal((3, c, *hw)).astype(dtype)
+    weight, bias = rng.standard_normal((o, c, kh, kw)).astype(dtype), rng.standard_normal(o).astype(dtype)
+    geometry = ((1, 1), (padding,) * 4, (dilation, dilation))
+    results = []
+    for kind in ("columns", "direct"):
+        y, ctx = conv.conv2d_forward(x, weight, bias, *geometry, kind)
+        assert isinstance(ctx, conv.DirectConvContext) is (kind == "direct")
+        assert y.dtype == dtype
+        grad_y = np.cos(np.arange(y.size, dtype=dtype)).reshape(y.shape)
+        results.append((y, *conv.conv2d_backward(grad_y, ctx)))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for a, b in zip(*results):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 10)

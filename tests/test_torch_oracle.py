@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from layer_cases import ALL_CASES, Case
 from test_gradients import put_layer
@@ -47,6 +47,8 @@ def check_against_torch(case: Case, backend, x: np.ndarray, rng: np.random.Gener
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
 def test_layer_matches_torch(case: Case, backend, rng) -> None:
+    if reason := case.skip_reason(backend.name):
+        pytest.skip(reason)
     x = rng.standard_normal(case.input_shape).astype(np.float32)
     check_against_torch(case, backend, x, rng)
 
@@ -78,10 +80,13 @@ def test_cross_entropy_matches_torch(backend, rng) -> None:
 @given(n=st.integers(1, 3), cin=st.integers(1, 4), cout=st.integers(1, 4), h=st.integers(1, 10),
        w=st.integers(1, 10), kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 3),
        pad=st.integers(0, 2), dil=st.integers(1, 2), bias=st.booleans(), seed=st.integers(0, 2**16),
-       lowering=st.sampled_from(["columns", "rows", "tiles"]))
+       lowering=st.sampled_from(["columns", "rows", "tiles", "direct"]))
 def test_conv_random_shapes_match_torch(n, cin, cout, h, w, kh, kw, stride, pad, dil, bias, seed, lowering) -> None:
     """Property test: any fitting conv geometry agrees with PyTorch (NumPy backend)."""
     from conftest import make_backend
+
+    from xpcnn.backend import compiled
+    assume(lowering != "direct" or (stride == 1 and compiled.available()))  # what the direct kernels take
     if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
         return  # does not fit: covered by the error tests
     rng = np.random.default_rng(seed)

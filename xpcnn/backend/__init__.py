@@ -2,7 +2,7 @@
 
 # threads first: it sets OpenBLAS's idle spin before anything loads NumPy.
 from xpcnn.backend import threads  # isort: skip
-from xpcnn.backend import compiled, elementwise, random
+from xpcnn.backend import compiled, direct, elementwise, random
 from xpcnn.backend.devices import Placement, from_numpy, move, placement_of, resolve, to_numpy
 from xpcnn.backend.namespaces import (
                                       BACKENDS,
@@ -41,6 +41,7 @@ __all__ = [
                                       "compiled",
                                       "crop_hw",
                                       "device_of",
+                                      "direct",
                                       "elementwise",
                                       "first_max_grad",
                                       "from_numpy",

@@ -107,12 +107,12 @@ def batch_ranges(n: int, most: int, like: Any) -> list[tuple[int, int]]:
     return [(n * k // count, n * (k + 1) // count) for k in range(count)]
 
 
-def split_batch(fn: Callable[[int, int], None], n: int, like: Any) -> None:
+def split_batch(fn: Callable[[int, int], None], n: int, like: Any, min_bytes: int = SPLIT_MIN_BYTES) -> None:
     """Call ``fn(start, stop)`` on contiguous ranges that cover ``0..n`` of the batch axis: one range
-    per worker thread, in parallel, when ``like`` is a NumPy array of at least ``SPLIT_MIN_BYTES``;
-    otherwise ``fn(0, n)`` in the caller's thread. ``fn`` writes only its own range of any output.
+    per worker thread, in parallel, when ``like`` is a NumPy array of at least ``min_bytes`` (compute-bound
+    callers pass 0); otherwise ``fn(0, n)`` in the caller's thread. ``fn`` writes only its own range of any output.
     """
-    count = min(workers(), n) if _is_numpy(like) and like.nbytes >= SPLIT_MIN_BYTES else 1
+    count = min(workers(), n) if _is_numpy(like) and like.nbytes >= min_bytes else 1
     if count <= 1:
         fn(0, n)
         return

@@ -17,10 +17,11 @@ class Conv2D(Layer):
     weight ``(out_channels, in_channels, kh, kw)``, bias ``(out_channels,)``; padding is an int,
     a pair, ``"same"`` or ``"valid"``. Output ``(N, out_channels, Ho, Wo)``.
 
-    ``lowering`` picks how the convolution becomes a matrix product: ``"auto"`` (default: the
-    cheaper for the shapes), ``"columns"`` (im2col), ``"rows"`` (banded weights) or ``"tiles"``
-    (banded weights for tiles of a few output columns); see
-    :mod:`xpcnn.ops.lowering`. It changes speed only, never the result beyond rounding.
+    ``lowering`` picks how the convolution is computed: ``"auto"`` (default: the cheaper for the
+    shapes), the matrix products ``"columns"`` (im2col), ``"rows"`` (banded weights) or ``"tiles"``
+    (banded weights for tiles of a few output columns), or ``"direct"`` (compiled loops for few
+    channels on NumPy with numba, stride 1); see :mod:`xpcnn.ops.lowering`. It changes speed only,
+    never the result beyond rounding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],

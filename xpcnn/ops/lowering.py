@@ -21,6 +21,10 @@ Rows and tiles view the input as ``(N, Hp, Wq, P*C)``: blocks of ``P`` whole col
 windows (``kh`` rows by ``kb`` blocks, stride one block) are what a tile reads. The rows
 lowering is the one block ``P = Wp``; tiles use ``P = t*sw`` (the input step between tiles).
 Both are then the columns lowering of that view, so all three share the im2col/col2im helpers.
+
+A fourth choice, **direct**, is no matrix product at all: compiled loops that accumulate each
+output pixel block in registers (:mod:`xpcnn.backend.direct`; NumPy with numba, few channels,
+stride one). :func:`xpcnn.ops.conv.conv2d_forward` takes it before any plan is made.
 """
 
 from __future__ import annotations
@@ -157,8 +161,10 @@ class Lowering:
         return xp.astype(p == q * sw + j * dw, like.dtype)
 
 
-#: Accepted values of ``kind`` in :func:`choose_lowering` (and of ``Conv2D.lowering``).
-LOWERINGS = ("auto", "columns", "rows", "tiles")
+#: The lowering that is no matrix product (see the module docstring).
+DIRECT = "direct"
+#: Accepted values of ``Conv2D.lowering``; :func:`choose_lowering` plans all but :data:`DIRECT`.
+LOWERINGS = ("auto", "columns", "rows", "tiles", DIRECT)
 
 
 def check_lowering(kind: str, where: str = "conv2d") -> str:
@@ -175,6 +181,9 @@ def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple
     (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it). ``tile`` sets the tiles
     lowering's output columns per tile (default: :func:`tile_width`)."""
     check_lowering(kind)
+    if kind == DIRECT:
+        raise ValueError("choose_lowering: the 'direct' lowering is no matrix product and has no plan; "
+                         "conv2d_forward runs it without one")
     if tile is not None and (not isinstance(tile, int) or tile < 1):
         raise ValueError(f"choose_lowering: tile must be a positive int (output columns per tile), got {tile!r}; "
                          "leave it None for the default width")

@@ -1,0 +1,278 @@
+"""Direct convolution for few channels: compiled (numba) loops over channel-last NumPy arrays.
+
+A GEMM lowering of a convolution with a handful of channels multiplies thin matrices (or
+wastes arithmetic on a banded weight), far below the machine's peak. Here each output pixel
+block is accumulated in registers straight from the input: ``R`` neighbouring output pixels
+times all ``O`` output channels (``R * O`` accumulators), and every input value read is
+broadcast against a vector of ``O`` weights. The register block only exists if the kernel's
+``R`` and ``O`` are compile-time constants, so the loops are generated as Python source per
+``(O, R)`` (the other sizes stay run-time arguments) and compiled with LLVM's SLP vectorizer
+on for that compilation only (numba leaves it off by default), which turns the ``O`` scalar
+accumulators of a pixel into vector registers.
+
+Three kernels cover training: the forward pass (also the input gradient at stride one: a
+convolution of the padded output gradient with the flipped, transposed kernel) and the weight
+gradient, which keeps ``C * O`` accumulators per kernel offset over a row of output pixels.
+Kernels compile on first use for a shape family (one to three seconds each); their source is
+written under :func:`cache_dir` so that numba caches the machine code for later processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from xpcnn.backend import compiled
+from xpcnn.backend.threads import split_batch
+
+#: Accumulator vectors a kernel may keep in registers (x86-64 with AVX-512 has 32, AVX2 16).
+REGISTER_VECTORS = 12
+#: Float32 lanes of one vector register the block sizes assume (AVX2: 8).
+LANES = 8
+#: Largest channel counts the direct kernels take (beyond them the register block is too small
+#: and the GEMM lowerings are fast anyway).
+MAX_OUT_CHANNELS = 32
+MAX_CHANNEL_VECTORS = 16  # C * ceil(O / LANES): the weight-gradient kernel's accumulator vectors
+
+#: Overrides the folder of generated kernel sources (see :func:`cache_dir`).
+CACHE_ENV = "XPCNN_CACHE_DIR"
+
+_compile_lock = threading.Lock()
+
+
+def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int, int]) -> str | None:
+    """None when the direct kernels can run this convolution of ``x``, else why not (for an error message)."""
+    o, c = weight_shape[:2]
+    if type(x) is not numpy.ndarray:
+        return f"it runs on NumPy arrays only, got {type(x).__module__}.{type(x).__name__}"
+    if not compiled.available():
+        return "it needs numba (pip install 'xpcnn[fast]'), which is not installed or is switched off by XPCNN_NUMBA=0"
+    if x.dtype not in (numpy.float32, numpy.float64):
+        return f"it takes float32 or float64 input, got {x.dtype}"
+    if o > MAX_OUT_CHANNELS or c > MAX_OUT_CHANNELS or _vectors(o) * c > MAX_CHANNEL_VECTORS:
+        return f"it takes at most {MAX_OUT_CHANNELS} channels in and out with in * ceil(out / {LANES}) <= " \
+               f"{MAX_CHANNEL_VECTORS}, got {c} in and {o} out"
+    if tuple(stride) != (1, 1):
+        return f"its input gradient needs stride 1, got {tuple(stride)}"
+    return None
+
+
+def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int, int], stride: tuple[int, int],
+                 dilation: tuple[int, int]) -> Any:
+    """Cross-correlation of channel-last ``x_padded`` ``(N, Hp, Wp, C)`` with ``weight`` ``(O, C, kh, kw)``,
+    plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo, O)`` output, C-contiguous."""
+    o = weight.shape[0]
+    taps = numpy.ascontiguousarray(numpy.transpose(weight, (2, 3, 1, 0)))  # (kh, kw, C, O)
+    shift = numpy.zeros(o, x_padded.dtype) if bias is None else numpy.ascontiguousarray(bias, x_padded.dtype)
+    return _correlate(numpy.ascontiguousarray(x_padded), taps, shift, out_hw, stride, dilation)
+
+
+def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilation: tuple[int, int]) -> Any:
+    """Gradient ``(N, Hp, Wp, C)`` of the padded input of a stride-1 :func:`conv_forward`, from ``grad_y``
+    ``(N, Ho, Wo, O)``: the output gradient, padded by the kernel's reach, correlated with the kernel
+    flipped in space and transposed in channels."""
+    o, c, kh, kw = weight.shape
+    (dh, dw), (hp, wp) = dilation, padded_hw
+    n, ho, wo, _ = grad_y.shape
+    top, left = (kh - 1) * dh, (kw - 1) * dw
+    padded = numpy.zeros((n, ho + 2 * top, wo + 2 * left, o), grad_y.dtype)
+    padded[:, top:top + ho, left:left + wo, :] = grad_y
+    taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)))  # (kh, kw, O, C)
+    return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation)
+
+
+def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int]) -> Any:
+    """Gradient ``(O, C, kh, kw)`` of the weight of :func:`conv_forward`, from the padded channel-last
+    input ``(N, Hp, Wp, C)`` and the output gradient ``(N, Ho, Wo, O)``."""
+    x_padded, grad_y = numpy.ascontiguousarray(x_padded), numpy.ascontiguousarray(grad_y)
+    n, hp, wp, c = x_padded.shape
+    _, ho, wo, o = grad_y.shape
+    kh, kw = kernel
+    unroll = max(1, min(wo, REGISTER_VECTORS // (c * _vectors(o))))
+    run = _weight_grad_kernel(c, o, unroll, x_padded.dtype.name)
+    partials: dict[int, Any] = {}
+
+    def part(first: int, last: int) -> None:
+        taps = numpy.zeros((kh, kw, c, o), x_padded.dtype)
+        run(x_padded.reshape(-1), grad_y.reshape(-1), taps.reshape(-1), hp, wp, kh, kw, ho, wo,
+            stride[0], stride[1], dilation[0], dilation[1], first, last)
+        partials[first] = taps
+
+    split_batch(part, n, like=x_padded, min_bytes=0)
+    taps = sum(partials[k] for k in sorted(partials))
+    return numpy.transpose(taps, (3, 2, 0, 1))
+
+
+def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: tuple[int, int],
+               dilation: tuple[int, int]) -> Any:
+    n, hp, wp, c = x.shape
+    kh, kw, _, o = taps.shape
+    ho, wo = out_hw
+    block = _pixel_block(o, wo)
+    run = _forward_kernel(o, block, x.dtype.name)
+    out = numpy.empty((n, ho, wo, o), x.dtype)
+
+    def part(first: int, last: int) -> None:
+        run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), hp, wp, c, kh, kw, ho, wo,
+            stride[0], stride[1], dilation[0], dilation[1], first, last)
+
+    split_batch(part, n, like=x, min_bytes=0)
+    return out
+
+
+def _vectors(channels: int) -> int:
+    return -(-channels // LANES)
+
+
+def _pixel_block(o: int, wo: int) -> int:
+    """Output pixels per register block: as many as the registers hold, spread evenly over the row."""
+    most = max(1, REGISTER_VECTORS // _vectors(o))
+    blocks = -(-wo // most)
+    return -(-wo // blocks)
+
+
+def _forward_source(o: int, block: int) -> str:
+    """Source of the forward kernel over flat arrays, ``block`` output pixels at a time; the last block
+    of a row ends at the row's end (overlapping the one before when ``block`` does not divide it)."""
+    lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
+             "    step = sw * c",
+             "    for n in range(first, last):",
+             "        for y in range(ho):",
+             f"            for start in range(0, wo, {block}):",
+             f"                x0 = min(start, wo - {block})"]
+    lines += _pixel_block_source(o, block, " " * 16)
+    return "\n".join(lines)
+
+
+def _pixel_block_source(o: int, pixels: int, pad: str) -> list[str]:
+    # Indices go through U (uint64): numba then skips the negative-index wraparound, which would
+    # otherwise cost four integer instructions per load in the innermost loop.
+    lines = [pad + "; ".join(f"a{r}_{k} = shift[{k}]" for k in range(o)) for r in range(pixels)]
+    lines += [pad + "for i in range(kh):",
+              pad + "    row = ((n * hp + y * sh + i * dh) * wp + x0 * sw) * c",
+              pad + "    for j in range(kw):",
+              pad + "        at = row + j * dw * c",
+              pad + f"        tap = (i * kw + j) * c * {o}",
+              pad + "        for ch in range(c):"]
+    inner = pad + " " * 12
+    lines += [inner + f"w{k} = taps[U(tap + ch * {o} + {k})]" for k in range(o)]
+    for r in range(pixels):
+        lines.append(inner + f"v = x[U(at + {r} * step + ch)]")
+        lines += [inner + f"a{r}_{k} += v * w{k}" for k in range(o)]
+    lines.append(pad + f"base = ((n * ho + y) * wo + x0) * {o}")
+    lines += [pad + f"out[U(base + {r * o + k})] = a{r}_{k}" for r in range(pixels) for k in range(o)]
+    return lines
+
+
+def _weight_grad_source(c: int, o: int, unroll: int, dtype: str) -> str:
+    """Source of the weight-gradient kernel: per output row and kernel offset, ``unroll`` pixels of
+    ``C * O`` accumulators each run along the row, then are added into ``taps`` ``(kh, kw, C, O)``."""
+    lines = ["def kernel(x, g, taps, hp, wp, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
+             f"    step = sw * {c}",
+             "    for n in range(first, last):",
+             "        for y in range(ho):",
+             f"            grow = (n * ho + y) * wo * {o}",
+             "            for i in range(kh):",
+             f"                row = (n * hp + y * sh + i * dh) * wp * {c}",
+             "                for j in range(kw):",
+             f"                    at = row + j * dw * {c}"]
+    pad = " " * 20
+    acc = [(u, ch, k) for u in range(unroll) for ch in range(c) for k in range(o)]
+    lines += [pad + "; ".join(f"a{u}_{ch}_{k} = numpy.{dtype}(0)" for u, ch, k in acc[i:i + o])
+              for i in range(0, len(acc), o)]
+
+    def pixel(u: str, offset: int) -> list[str]:
+        step = [f"g{k} = g[U(grow + ({u}) * {o} + {k})]" for k in range(o)]
+        for ch in range(c):
+            step.append(f"v = x[U(at + ({u}) * step + {ch})]")
+            step += [f"a{offset}_{ch}_{k} += v * g{k}" for k in range(o)]
+        return step
+
+    lines.append(pad + f"for p in range(0, wo - wo % {unroll}, {unroll}):")
+    for u in range(unroll):
+        lines += [pad + "    " + s for s in pixel(f"p + {u}", u)]
+    lines.append(pad + f"for p in range(wo - wo % {unroll}, wo):")
+    lines += [pad + "    " + s for s in pixel("p", 0)]
+    lines.append(pad + f"tap = (i * kw + j) * {c * o}")
+    for ch in range(c):
+        for k in range(o):
+            total = " + ".join(f"a{u}_{ch}_{k}" for u in range(unroll))
+            lines.append(pad + f"taps[U(tap + {ch * o + k})] += {total}")
+    return "\n".join(lines)
+
+
+@cache
+def _forward_kernel(o: int, block: int, dtype: str) -> Any:
+    ints = ", ".join(["int64"] * 13)
+    return _compile(_forward_source(o, block), f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
+
+
+@cache
+def _weight_grad_kernel(c: int, o: int, unroll: int, dtype: str) -> Any:
+    ints = ", ".join(["int64"] * 12)
+    return _compile(_weight_grad_source(c, o, unroll, dtype), f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
+
+
+def _compile(source: str, signature: str) -> Any:
+    numba = compiled._numba()
+    kernel, cached = _kernel_function(source)
+    config = numba.core.config
+    with _compile_lock:  # the SLP switch is process-wide while it is on
+        saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
+        try:
+            return numba.njit(signature, cache=cached, fastmath={"contract"}, nogil=True, error_model="numpy",
+                              boundscheck=False)(kernel)
+        finally:
+            config.SLP_VECTORIZE = saved
+
+
+def _kernel_function(source: str) -> tuple[Any, bool]:
+    """The Python function ``kernel`` defined by ``source``, and whether numba may cache its machine code:
+    it may when the source could be written to a file under :func:`cache_dir` (numba caches only functions
+    defined in files), which saves the second or so each kernel takes to compile in later processes."""
+    text = _PRELUDE + source + "\n"
+    name = "xpcnn_direct_" + hashlib.sha256(text.encode()).hexdigest()[:20]
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.py"
+        if not path.exists() or path.read_text() != text:
+            partial = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            partial.write_text(text)
+            os.replace(partial, path)  # atomic: another process never imports half a file
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # numba's cached code finds its globals by module name
+        spec.loader.exec_module(module)
+        return module.kernel, True
+    except OSError:  # no writable cache folder: compile in memory, once per process
+        namespace: dict[str, Any] = {}
+        exec(compile(text, f"<{name}>", "exec"), namespace)  # noqa: S102 - our own generated source
+        return namespace["kernel"], False
+
+
+def cache_dir() -> Path:
+    """Where generated kernel sources (and numba's cache of them) live: ``$XPCNN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/xpcnn/direct`` (``~/.cache/xpcnn/direct``)."""
+    if folder := os.environ.get(CACHE_ENV):
+        return Path(folder)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xpcnn" / "direct"
+
+
+_PRELUDE = """# Generated by xpcnn.backend.direct; safe to delete (it is written again when needed).
+import numba
+import numpy
+
+U = numba.uint64
+
+"""
