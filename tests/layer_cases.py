@@ -65,7 +65,7 @@ _CONV_SPECS = [
 ]
 # Geometries the direct kernels take (stride 1, few channels): output channels above and below a
 # vector's 8 lanes and a register block's pixel count, tails of a row, dilation, padding.
-_DIRECT_SPECS = [spec for spec in _CONV_SPECS if spec.get("stride", 1) == 1 and spec["cin"] <= 16] + [
+_DIRECT_SPECS = [spec for spec in _CONV_SPECS if spec.get("stride", 1) == 1] + [
     {"cin": 1, "cout": 8, "k": 5, "shape": (2, None, 17, 30)},
     {"cin": 3, "cout": 13, "k": 3, "padding": 1, "shape": (2, None, 6, 11)},
     {"cin": 2, "cout": 32, "k": (3, 2), "dilation": (2, 1), "shape": (2, None, 8, 9)},

@@ -10,9 +10,10 @@ broadcast against a vector of ``O`` weights. The register block only exists if t
 on for that compilation only (numba leaves it off by default), which turns the ``O`` scalar
 accumulators of a pixel into vector registers.
 
-Three kernels cover training: the forward pass (also the input gradient at stride one: a
+Two kernels cover training: the forward pass (also the input gradient at stride one: a
 convolution of the padded output gradient with the flipped, transposed kernel) and the weight
-gradient, which keeps ``C * O`` accumulators per kernel offset over a row of output pixels.
+gradient, which keeps the gradients of a group of kernel taps in registers along a row of
+output pixels (see :func:`_tap_group`).
 Kernels compile on first use for a shape family (one to three seconds each); their source is
 written under :func:`cache_dir` so that numba caches the machine code for later processes.
 """
@@ -37,10 +38,11 @@ from xpcnn.backend.threads import split_batch
 REGISTER_VECTORS = 12
 #: Float32 lanes of one vector register the block sizes assume (AVX2: 8).
 LANES = 8
-#: Largest channel counts the direct kernels take (beyond them the register block is too small
-#: and the GEMM lowerings are fast anyway).
-MAX_OUT_CHANNELS = 32
-MAX_CHANNEL_VECTORS = 16  # C * ceil(O / LANES): the weight-gradient kernel's accumulator vectors
+#: Largest channel count (in and out: the input gradient is a convolution with them swapped) the
+#: direct kernels take: beyond 4 vectors of outputs a register block holds fewer than 3 pixels.
+#: Up to it they measured 1.4-2.6x faster than the best GEMM lowering for C, O in 8..32, k 3 and 5,
+#: 14 and 28 pixels (forward and both gradients, batch 128; bench/results/optimization-log.md).
+MAX_CHANNELS = 32
 
 #: Overrides the folder of generated kernel sources (see :func:`cache_dir`).
 CACHE_ENV = "XPCNN_CACHE_DIR"
@@ -57,9 +59,8 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
         return "it needs numba (pip install 'xpcnn[fast]'), which is not installed or is switched off by XPCNN_NUMBA=0"
     if x.dtype not in (numpy.float32, numpy.float64):
         return f"it takes float32 or float64 input, got {x.dtype}"
-    if o > MAX_OUT_CHANNELS or c > MAX_OUT_CHANNELS or _vectors(o) * c > MAX_CHANNEL_VECTORS:
-        return f"it takes at most {MAX_OUT_CHANNELS} channels in and out with in * ceil(out / {LANES}) <= " \
-               f"{MAX_CHANNEL_VECTORS}, got {c} in and {o} out"
+    if max(o, c) > MAX_CHANNELS:
+        return f"it takes at most {MAX_CHANNELS} channels in and out, got {c} in and {o} out"
     if tuple(stride) != (1, 1):
         return f"its input gradient needs stride 1, got {tuple(stride)}"
     return None
@@ -97,8 +98,8 @@ def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride
     n, hp, wp, c = x_padded.shape
     _, ho, wo, o = grad_y.shape
     kh, kw = kernel
-    unroll = max(1, min(wo, REGISTER_VECTORS // (c * _vectors(o))))
-    run = _weight_grad_kernel(c, o, unroll, x_padded.dtype.name)
+    cols, chans = _tap_group(c, o, kw)
+    run = _weight_grad_kernel(c, o, cols, chans, x_padded.dtype.name)
     partials: dict[int, Any] = {}
 
     def part(first: int, last: int) -> None:
@@ -173,40 +174,43 @@ def _pixel_block_source(o: int, pixels: int, pad: str) -> list[str]:
     return lines
 
 
-def _weight_grad_source(c: int, o: int, unroll: int, dtype: str) -> str:
-    """Source of the weight-gradient kernel: per output row and kernel offset, ``unroll`` pixels of
-    ``C * O`` accumulators each run along the row, then are added into ``taps`` ``(kh, kw, C, O)``."""
+def _tap_group(c: int, o: int, kw: int) -> tuple[int, int]:
+    """Kernel columns and channels whose weight gradients one pass along an output row accumulates:
+    whole columns of all ``c`` channels while they fit the registers, else a divisor of ``c``."""
+    most = max(1, REGISTER_VECTORS // _vectors(o))
+    if c <= most:
+        return max(d for d in range(1, kw + 1) if kw % d == 0 and d * c <= most), c
+    return 1, max(d for d in range(1, most + 1) if c % d == 0)
+
+
+def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
+    """Source of the weight-gradient kernel: for each output row, kernel row and group of ``cols``
+    kernel columns by ``chans`` channels, the group's ``(cols*chans, O)`` gradients stay in registers
+    while the pass runs along the row (one load of the output gradient feeds ``cols*chans`` FMAs)."""
+    group = [(jj, cc) for jj in range(cols) for cc in range(chans)]
     lines = ["def kernel(x, g, taps, hp, wp, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
              f"    step = sw * {c}",
+             f"    colstep = dw * {c}",
              "    for n in range(first, last):",
              "        for y in range(ho):",
              f"            grow = (n * ho + y) * wo * {o}",
              "            for i in range(kh):",
              f"                row = (n * hp + y * sh + i * dh) * wp * {c}",
-             "                for j in range(kw):",
-             f"                    at = row + j * dw * {c}"]
-    pad = " " * 20
-    acc = [(u, ch, k) for u in range(unroll) for ch in range(c) for k in range(o)]
-    lines += [pad + "; ".join(f"a{u}_{ch}_{k} = numpy.{dtype}(0)" for u, ch, k in acc[i:i + o])
-              for i in range(0, len(acc), o)]
-
-    def pixel(u: str, offset: int) -> list[str]:
-        step = [f"g{k} = g[U(grow + ({u}) * {o} + {k})]" for k in range(o)]
-        for ch in range(c):
-            step.append(f"v = x[U(at + ({u}) * step + {ch})]")
-            step += [f"a{offset}_{ch}_{k} += v * g{k}" for k in range(o)]
-        return step
-
-    lines.append(pad + f"for p in range(0, wo - wo % {unroll}, {unroll}):")
-    for u in range(unroll):
-        lines += [pad + "    " + s for s in pixel(f"p + {u}", u)]
-    lines.append(pad + f"for p in range(wo - wo % {unroll}, wo):")
-    lines += [pad + "    " + s for s in pixel("p", 0)]
-    lines.append(pad + f"tap = (i * kw + j) * {c * o}")
-    for ch in range(c):
-        for k in range(o):
-            total = " + ".join(f"a{u}_{ch}_{k}" for u in range(unroll))
-            lines.append(pad + f"taps[U(tap + {ch * o + k})] += {total}")
+             f"                for j0 in range(0, kw, {cols}):",
+             f"                    for c0 in range(0, {c}, {chans}):",
+             "                        at = row + j0 * colstep + c0",
+             f"                        tap = ((i * kw + j0) * {c} + c0) * {o}"]
+    pad = " " * 24
+    for t, (jj, cc) in enumerate(group):
+        lines.append(pad + "; ".join(f"a{t}_{k} = taps[U(tap + {(jj * c + cc) * o + k})]" for k in range(o)))
+    lines.append(pad + "for p in range(wo):")
+    lines += [pad + f"    g{k} = g[U(grow + p * {o} + {k})]" for k in range(o)]
+    lines.append(pad + "    here = at + p * step")
+    for t, (jj, cc) in enumerate(group):
+        lines.append(pad + f"    v = x[U(here + {jj} * colstep + {cc})]")
+        lines += [pad + f"    a{t}_{k} += v * g{k}" for k in range(o)]
+    for t, (jj, cc) in enumerate(group):
+        lines += [pad + f"taps[U(tap + {(jj * c + cc) * o + k})] = a{t}_{k}" for k in range(o)]
     return "\n".join(lines)
 
 
@@ -217,9 +221,10 @@ def _forward_kernel(o: int, block: int, dtype: str) -> Any:
 
 
 @cache
-def _weight_grad_kernel(c: int, o: int, unroll: int, dtype: str) -> Any:
+def _weight_grad_kernel(c: int, o: int, cols: int, chans: int, dtype: str) -> Any:
     ints = ", ".join(["int64"] * 12)
-    return _compile(_weight_grad_source(c, o, unroll, dtype), f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
+    return _compile(_weight_grad_source(c, o, cols, chans),
+                    f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 
 
 def _compile(source: str, signature: str) -> Any:

@@ -155,8 +155,8 @@ def conv2d_backward(grad_y: Any, ctx: ConvContext | DirectConvContext, need_inpu
 
 def _use_direct(x: Any, weight_shape: tuple[int, int, int, int], stride: Pair, lowering: str) -> bool:
     """Whether the direct kernels run: always for ``"direct"`` (or a clear error where they cannot),
-    and for ``"auto"`` wherever they can (they measured 1.5-4x faster than every GEMM lowering on the
-    presets' convs of 1-16 channels, bench/results/optimization-log.md)."""
+    and for ``"auto"`` wherever they can (they measured 1.4-4x faster than every GEMM lowering with
+    1-32 channels; see :data:`xpcnn.backend.direct.MAX_CHANNELS`)."""
     if lowering not in ("auto", DIRECT):
         return False
     why_not = B.direct.supports(x, weight_shape, stride)
