@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--env", nargs=2, metavar=("A", "B"), help="NAME=VALUE for each variant")
-    group.add_argument("--lowering", nargs=2, metavar=("A", "B"), choices=["auto", "columns", "rows", "tiles"])
+    group.add_argument("--lowering", nargs=2, metavar=("A", "B"), choices=["auto", "columns", "rows", "tiles", "direct"])
     group.add_argument("--set", nargs=2, metavar=("A", "B"), help="module.NAME=LITERAL for each variant")
     args = p.parse_args()
     placement = B.resolve("cpu")
