@@ -1,8 +1,8 @@
 """Each convolution lowering timed on the presets' conv layers (NumPy, float32): what "auto" should pick.
 
 For every conv of every preset, forward + backward (with the input gradient where the network needs
-it) under ``columns``, ``rows`` and ``tiles`` of several widths, interleaved in one process, median
-of repeats; the lowering "auto" picks is marked. Import xpcnn first (it sets OpenBLAS's short spin).
+it) under ``columns``, ``rows``, ``tiles`` of several widths and, where its kernels can run (numba),
+``direct``, interleaved in one process, median of repeats; the lowering "auto" picks is marked. Import xpcnn first (it sets OpenBLAS's short spin).
 
     python bench/lowerings.py --batch-size 128 --tiles 2 4 5 8
 """
@@ -16,6 +16,7 @@ import time
 import xpcnn  # noqa: F401  # isort: skip  (before NumPy: OpenBLAS's short idle spin)
 import numpy as np  # isort: skip
 
+from xpcnn import backend as B
 from xpcnn import layers as L
 from xpcnn.cli.common import positive_int
 from xpcnn.models import PRESETS, build
@@ -47,7 +48,7 @@ def time_lowering(layer: L.Conv2D, x: np.ndarray, kind: str, tile: int | None, n
         for _ in range(repeats):
             start = time.perf_counter()
             y, ctx = conv.conv2d_forward(x, layer.params["weight"], layer.params.get("bias"), layer.stride,
-                                         layer.padding, layer.dilation)
+                                         layer.padding, layer.dilation, kind)
             conv.conv2d_backward(np.ones_like(y), ctx, need_input_grad)
             times.append(time.perf_counter() - start)
     finally:
@@ -69,9 +70,12 @@ def main() -> None:
         y_hw = layer.output_shape(x.shape)[2:]
         auto = choose_lowering(padded, tuple(layer.params["weight"].shape), layer.stride, layer.dilation, y_hw)
         variants = [("columns", None), ("rows", None)] + [("tiles", t) for t in args.tiles]
+        direct = B.direct.supports(x, tuple(layer.params["weight"].shape), layer.stride) is None
+        if direct:
+            variants.append(("direct", None))
         ms = {f"{kind}{tile or ''}": time_lowering(layer, x, kind, tile, need_input_grad, args.repeats)
               for kind, tile in variants}
-        picked = auto.kind + (str(auto.tile) if auto.kind == "tiles" else "")
+        picked = "direct" if direct else auto.kind + (str(auto.tile) if auto.kind == "tiles" else "")
         cells = "  ".join(f"{key}{'*' if key == picked else ''} {value:.2f}" for key, value in ms.items())
         print(f"{label:12s} {c}->{layer.out_channels} {layer.kernel_size[0]}x{layer.kernel_size[1]} on {h}x{w}: "
               f"{cells} ms", flush=True)
