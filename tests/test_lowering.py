@@ -112,3 +112,16 @@ def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype,
     for a, b in zip(*results):
         assert a.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 10)
+
+
+@needs_numba
+def test_direct_kernels_take_a_gradient_of_another_dtype(rng) -> None:
+    """A float64 output gradient into a float32 conv computes in float32, like the rest of the step."""
+    x, weight = rng.standard_normal((2, 3, 8, 8)).astype(np.float32), rng.standard_normal((4, 3, 3, 3))
+    y, ctx = conv.conv2d_forward(x, weight, None, (1, 1), (0,) * 4, (1, 1), "direct")
+    assert y.dtype == np.float32
+    grad_x, grad_w, _ = conv.conv2d_backward(np.ones(y.shape), ctx)
+    _, ref = conv.conv2d_forward(x, weight.astype(np.float32), None, (1, 1), (0,) * 4, (1, 1), "columns")
+    _, ref_w, _ = conv.conv2d_backward(np.ones(y.shape, np.float32), ref)
+    np.testing.assert_allclose(grad_w, ref_w, rtol=1e-4, atol=1e-4)
+    assert np.all(np.isfinite(grad_x))

@@ -69,9 +69,9 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
 def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int, int], stride: tuple[int, int],
                  dilation: tuple[int, int]) -> Any:
     """Cross-correlation of channel-last ``x_padded`` ``(N, Hp, Wp, C)`` with ``weight`` ``(O, C, kh, kw)``,
-    plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo, O)`` output, C-contiguous."""
+    plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo, O)`` output, C-contiguous, in ``x_padded``'s dtype."""
     o = weight.shape[0]
-    taps = numpy.ascontiguousarray(numpy.transpose(weight, (2, 3, 1, 0)))  # (kh, kw, C, O)
+    taps = numpy.ascontiguousarray(numpy.transpose(weight, (2, 3, 1, 0)), x_padded.dtype)  # (kh, kw, C, O)
     shift = numpy.zeros(o, x_padded.dtype) if bias is None else numpy.ascontiguousarray(bias, x_padded.dtype)
     return _correlate(numpy.ascontiguousarray(x_padded), taps, shift, out_hw, stride, dilation)
 
@@ -86,7 +86,7 @@ def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilati
     top, left = (kh - 1) * dh, (kw - 1) * dw
     padded = numpy.zeros((n, ho + 2 * top, wo + 2 * left, o), grad_y.dtype)
     padded[:, top:top + ho, left:left + wo, :] = grad_y
-    taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)))  # (kh, kw, O, C)
+    taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)), grad_y.dtype)  # (kh, kw, O, C)
     return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation)
 
 
@@ -94,7 +94,8 @@ def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride
                      dilation: tuple[int, int]) -> Any:
     """Gradient ``(O, C, kh, kw)`` of the weight of :func:`conv_forward`, from the padded channel-last
     input ``(N, Hp, Wp, C)`` and the output gradient ``(N, Ho, Wo, O)``."""
-    x_padded, grad_y = numpy.ascontiguousarray(x_padded), numpy.ascontiguousarray(grad_y)
+    x_padded = numpy.ascontiguousarray(x_padded)
+    grad_y = numpy.ascontiguousarray(grad_y, x_padded.dtype)
     n, hp, wp, c = x_padded.shape
     _, ho, wo, o = grad_y.shape
     kh, kw = kernel
