@@ -2,7 +2,8 @@
 
 For every conv of every preset, forward + backward (with the input gradient where the network needs
 it) under ``columns``, ``rows``, ``tiles`` of several widths and, where its kernels can run (numba),
-``direct``, interleaved in one process, median of repeats; the lowering "auto" picks is marked. Import xpcnn first (it sets OpenBLAS's short spin).
+``direct``, interleaved in one process, median of repeats; the lowering "auto" picks is marked.
+Import xpcnn first (it sets OpenBLAS's short spin).
 
     python bench/lowerings.py --batch-size 128 --tiles 2 4 5 8
 """

@@ -33,6 +33,7 @@ import numpy
 
 from xpcnn.backend import compiled
 from xpcnn.backend.threads import split_batch
+from xpcnn.backend.windows import pad_hw
 
 #: Accumulator vectors a kernel may keep in registers (x86-64 with AVX-512 has 32, AVX2 16).
 REGISTER_VECTORS = 12
@@ -80,12 +81,10 @@ def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilati
     """Gradient ``(N, Hp, Wp, C)`` of the padded input of a stride-1 :func:`conv_forward`, from ``grad_y``
     ``(N, Ho, Wo, O)``: the output gradient, padded by the kernel's reach, correlated with the kernel
     flipped in space and transposed in channels."""
-    o, c, kh, kw = weight.shape
+    _, c, kh, kw = weight.shape
     (dh, dw), (hp, wp) = dilation, padded_hw
-    n, ho, wo, _ = grad_y.shape
     top, left = (kh - 1) * dh, (kw - 1) * dw
-    padded = numpy.zeros((n, ho + 2 * top, wo + 2 * left, o), grad_y.dtype)
-    padded[:, top:top + ho, left:left + wo, :] = grad_y
+    padded = pad_hw(grad_y, top, top, left, left)
     taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)), grad_y.dtype)  # (kh, kw, O, C)
     return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation)
 
@@ -135,9 +134,14 @@ def _vectors(channels: int) -> int:
     return -(-channels // LANES)
 
 
+def _block_most(o: int) -> int:
+    """Pixels (forward) or kernel taps (weight gradient) whose ``o`` accumulators fit the registers."""
+    return max(1, REGISTER_VECTORS // _vectors(o))
+
+
 def _pixel_block(o: int, wo: int) -> int:
     """Output pixels per register block: as many as the registers hold, spread evenly over the row."""
-    most = max(1, REGISTER_VECTORS // _vectors(o))
+    most = _block_most(o)
     blocks = -(-wo // most)
     return -(-wo // blocks)
 
@@ -178,7 +182,7 @@ def _pixel_block_source(o: int, pixels: int, pad: str) -> list[str]:
 def _tap_group(c: int, o: int, kw: int) -> tuple[int, int]:
     """Kernel columns and channels whose weight gradients one pass along an output row accumulates:
     whole columns of all ``c`` channels while they fit the registers, else a divisor of ``c``."""
-    most = max(1, REGISTER_VECTORS // _vectors(o))
+    most = _block_most(o)
     if c <= most:
         return max(d for d in range(1, kw + 1) if kw % d == 0 and d * c <= most), c
     return 1, max(d for d in range(1, most + 1) if c % d == 0)

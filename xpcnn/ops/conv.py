@@ -54,7 +54,6 @@ class DirectConvContext:
     dilation: Pair
     padding: tuple[int, int, int, int]
     has_bias: bool
-    kind: str = DIRECT
 
 
 def _chunk_size(images: int, rows_per_image: int, cols: int, itemsize: int) -> int:
