@@ -72,7 +72,7 @@ def test_backward_before_forward() -> None:
 @pytest.mark.parametrize("library, channels, stride, message", [
     ("torch", 2, 1, "it runs on NumPy arrays only, got torch.Tensor"),
     ("numpy", 2, 2, r"its input gradient needs stride 1, got \(2, 2\)"),
-    ("numpy", 40, 1, "it takes at most 32 channels in and out, got 40 in"),
+    ("numpy", 200, 1, r"it takes at most \d+ channels in and out, got 200 in"),
 ])
 def test_direct_lowering_says_when_it_cannot_run(library, channels, stride, message) -> None:
     from xpcnn.backend import compiled

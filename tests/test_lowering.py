@@ -78,10 +78,14 @@ needs_numba = pytest.mark.skipif(not compiled.available(), reason="numba is not 
     (1, 8, 5, 28, 1, True),      # seed-deep's first conv
     (6, 16, 5, 14, 1, True),     # lenet5's second conv
     (1, 32, 3, 28, 1, True),     # mnist-cnn's first conv
-    (32, 64, 3, 26, 1, False),   # mnist-cnn's second conv: too many channels for a register block
+    (32, 64, 3, 26, 1, None),    # mnist-cnn's second conv: direct where 64 channels fit (512-bit vectors)
+    (64, 128, 3, 12, 1, False),  # too many channels for a register block
     (8, 8, 3, 28, 2, False),     # stride 2: the direct input gradient needs stride 1
 ])
 def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, direct) -> None:
+    from xpcnn.backend import direct as kernels
+    if direct is None:
+        direct = kernels.max_channels() >= max(c, o)
     x = np.zeros((2, c, h, h), np.float32)
     _, ctx = conv.conv2d_forward(x, np.zeros((o, c, k, k), np.float32), None, (stride, stride), (0,) * 4, (1, 1))
     assert isinstance(ctx, conv.DirectConvContext) is direct
@@ -94,10 +98,14 @@ def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, dire
     (6, 16, 5, 5, 0, 1, (14, 14)),  # two vectors of outputs, a block of 5 pixels
     (3, 27, 3, 2, 1, 2, (9, 13)),   # a partial vector, dilation, a row tail
     (2, 1, 1, 3, 0, 1, (3, 40)),    # one output channel: a wide block
+    (5, 64, 3, 3, 1, 1, (7, 30)),   # output channels in groups of whole vectors, input gradient with 64 in
+    (48, 40, 2, 3, 0, 1, (5, 6)),   # groups of one vector (40 = 5 x 8) or all 40 at once (16 lanes)
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> None:
+def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng, monkeypatch) -> None:
     """Output and all three gradients of the direct kernels agree with im2col (to rounding)."""
+    from xpcnn.backend import direct as kernels
+    monkeypatch.setattr(kernels, "MAX_CHANNELS", 64)  # the grouped cases, whatever this machine's vectors
     x = rng.standard_normal((3, c, *hw)).astype(dtype)
     weight, bias = rng.standard_normal((o, c, kh, kw)).astype(dtype), rng.standard_normal(o).astype(dtype)
     geometry = ((1, 1), (padding,) * 4, (dilation, dilation))

@@ -35,15 +35,19 @@ from xpcnn.backend import compiled
 from xpcnn.backend.threads import split_batch
 from xpcnn.backend.windows import pad_hw
 
-#: Accumulator vectors a kernel may keep in registers (x86-64 with AVX-512 has 32, AVX2 16).
-REGISTER_VECTORS = 12
-#: Float32 lanes of one vector register the block sizes assume (AVX2: 8).
-LANES = 8
+#: Accumulator vectors a kernel may keep in registers; None: 24 with 512-bit vectors (AVX-512 has
+#: 32 registers), else 12 (AVX2 has 16).
+REGISTER_VECTORS: int | None = None
+#: Float32 lanes of one vector register the block sizes assume; None: numba's vector width
+#: (:func:`xpcnn.backend.compiled.vector_lanes`, 16 or 8).
+LANES: int | None = None
 #: Largest channel count (in and out: the input gradient is a convolution with them swapped) the
-#: direct kernels take: beyond 4 vectors of outputs a register block holds fewer than 3 pixels.
-#: Up to it they measured 1.4-2.6x faster than the best GEMM lowering for C, O in 8..32, k 3 and 5,
-#: 14 and 28 pixels (forward and both gradients, batch 128; bench/results/optimization-log.md).
-MAX_CHANNELS = 32
+#: direct kernels take; None: 4 vectors of outputs (64 channels with 512-bit vectors, else 32).
+#: Beyond that a GEMM lowering measured faster; up to it the direct kernels measured 1.4-2.6x faster
+#: than the best GEMM lowering (bench/results/optimization-log.md).
+MAX_CHANNELS: int | None = None
+#: Output channels one register block covers at most, in vectors: wider layers run in groups.
+GROUP_VECTORS = 2
 
 #: Overrides the folder of generated kernel sources (see :func:`cache_dir`).
 CACHE_ENV = "XPCNN_CACHE_DIR"
@@ -60,11 +64,16 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
         return "it needs numba (pip install 'xpcnn[fast]'), which is not installed or is switched off by XPCNN_NUMBA=0"
     if x.dtype not in (numpy.float32, numpy.float64):
         return f"it takes float32 or float64 input, got {x.dtype}"
-    if max(o, c) > MAX_CHANNELS:
-        return f"it takes at most {MAX_CHANNELS} channels in and out, got {c} in and {o} out"
+    if max(o, c) > max_channels():
+        return f"it takes at most {max_channels()} channels in and out, got {c} in and {o} out"
     if tuple(stride) != (1, 1):
         return f"its input gradient needs stride 1, got {tuple(stride)}"
     return None
+
+
+def max_channels() -> int:
+    """The most channels (in or out) the direct kernels take on this machine (:data:`MAX_CHANNELS`)."""
+    return MAX_CHANNELS if MAX_CHANNELS is not None else 4 * _lanes()
 
 
 def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int, int], stride: tuple[int, int],
@@ -118,8 +127,8 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
     n, hp, wp, c = x.shape
     kh, kw, _, o = taps.shape
     ho, wo = out_hw
-    block = _pixel_block(o, wo)
-    run = _forward_kernel(o, block, x.dtype.name)
+    group, block = _register_block(o, wo)
+    run = _forward_kernel(o, group, block, x.dtype.name)
     out = numpy.empty((n, ho, wo, o), x.dtype)
 
     def part(first: int, last: int) -> None:
@@ -130,52 +139,68 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
     return out
 
 
+def _lanes() -> int:
+    return LANES if LANES is not None else compiled.vector_lanes()
+
+
+def _registers() -> int:
+    return REGISTER_VECTORS if REGISTER_VECTORS is not None else (24 if _lanes() >= 16 else 12)
+
+
 def _vectors(channels: int) -> int:
-    return -(-channels // LANES)
+    return -(-channels // _lanes())
 
 
 def _block_most(o: int) -> int:
     """Pixels (forward) or kernel taps (weight gradient) whose ``o`` accumulators fit the registers."""
-    return max(1, REGISTER_VECTORS // _vectors(o))
+    return max(1, _registers() // _vectors(o))
 
 
-def _pixel_block(o: int, wo: int) -> int:
-    """Output pixels per register block: as many as the registers hold, spread evenly over the row."""
-    most = _block_most(o)
+def _register_block(o: int, wo: int) -> tuple[int, int]:
+    """Output channels and pixels of one forward register block: all ``o`` channels while they fill at
+    most :data:`GROUP_VECTORS` vectors, else the largest such group of whole vectors dividing ``o`` (more
+    pixels per block: each weight vector loaded then feeds more FMAs); pixels as many as the registers
+    hold, spread evenly over the row."""
+    most_channels = GROUP_VECTORS * _lanes()
+    groups = [d for d in range(_lanes(), most_channels + 1, _lanes()) if o % d == 0]
+    group = o if o <= most_channels or not groups else max(groups)
+    most = _block_most(group)
     blocks = -(-wo // most)
-    return -(-wo // blocks)
+    return group, -(-wo // blocks)
 
 
-def _forward_source(o: int, block: int) -> str:
-    """Source of the forward kernel over flat arrays, ``block`` output pixels at a time; the last block
-    of a row ends at the row's end (overlapping the one before when ``block`` does not divide it)."""
+def _forward_source(o: int, group: int, block: int) -> str:
+    """Source of the forward kernel over flat arrays: ``block`` output pixels by ``group`` of the ``o``
+    output channels at a time; the last block of a row ends at the row's end (overlapping the one
+    before when ``block`` does not divide it)."""
     lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
              "    step = sw * c",
              "    for n in range(first, last):",
              "        for y in range(ho):",
-             f"            for start in range(0, wo, {block}):",
-             f"                x0 = min(start, wo - {block})"]
-    lines += _pixel_block_source(o, block, " " * 16)
+             f"            for g0 in range(0, {o}, {group}):",
+             f"                for start in range(0, wo, {block}):",
+             f"                    x0 = min(start, wo - {block})"]
+    lines += _pixel_block_source(o, group, block, " " * 20)
     return "\n".join(lines)
 
 
-def _pixel_block_source(o: int, pixels: int, pad: str) -> list[str]:
+def _pixel_block_source(o: int, group: int, pixels: int, pad: str) -> list[str]:
     # Indices go through U (uint64): numba then skips the negative-index wraparound, which would
     # otherwise cost four integer instructions per load in the innermost loop.
-    lines = [pad + "; ".join(f"a{r}_{k} = shift[{k}]" for k in range(o)) for r in range(pixels)]
+    lines = [pad + "; ".join(f"a{r}_{k} = shift[g0 + {k}]" for k in range(group)) for r in range(pixels)]
     lines += [pad + "for i in range(kh):",
               pad + "    row = ((n * hp + y * sh + i * dh) * wp + x0 * sw) * c",
               pad + "    for j in range(kw):",
               pad + "        at = row + j * dw * c",
-              pad + f"        tap = (i * kw + j) * c * {o}",
+              pad + f"        tap = (i * kw + j) * c * {o} + g0",
               pad + "        for ch in range(c):"]
     inner = pad + " " * 12
-    lines += [inner + f"w{k} = taps[U(tap + ch * {o} + {k})]" for k in range(o)]
+    lines += [inner + f"w{k} = taps[U(tap + ch * {o} + {k})]" for k in range(group)]
     for r in range(pixels):
         lines.append(inner + f"v = x[U(at + {r} * step + ch)]")
-        lines += [inner + f"a{r}_{k} += v * w{k}" for k in range(o)]
-    lines.append(pad + f"base = ((n * ho + y) * wo + x0) * {o}")
-    lines += [pad + f"out[U(base + {r * o + k})] = a{r}_{k}" for r in range(pixels) for k in range(o)]
+        lines += [inner + f"a{r}_{k} += v * w{k}" for k in range(group)]
+    lines.append(pad + f"base = ((n * ho + y) * wo + x0) * {o} + g0")
+    lines += [pad + f"out[U(base + {r * o + k})] = a{r}_{k}" for r in range(pixels) for k in range(group)]
     return lines
 
 
@@ -220,9 +245,9 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
 
 
 @cache
-def _forward_kernel(o: int, block: int, dtype: str) -> Any:
+def _forward_kernel(o: int, group: int, block: int, dtype: str) -> Any:
     ints = ", ".join(["int64"] * 13)
-    return _compile(_forward_source(o, block), f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
+    return _compile(_forward_source(o, group, block), f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 
 
 @cache
