@@ -25,8 +25,10 @@ from xpcnn.backend.windows import (
                                       im2col,
                                       im2col_transposed,
                                       pad_hw,
+                                      spread_mean_grad,
                                       window_index,
                                       window_max,
+                                      window_mean,
 )
 
 __all__ = [
@@ -57,8 +59,10 @@ __all__ = [
                                       "placement_of",
                                       "random",
                                       "resolve",
+                                      "spread_mean_grad",
                                       "threads",
                                       "to_numpy",
                                       "window_index",
                                       "window_max",
+                                      "window_mean",
 ]

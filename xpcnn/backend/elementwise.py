@@ -41,6 +41,21 @@ def relu_grad(grad_y: Any, y: Any) -> Any:
     return out
 
 
+def tanh_grad(grad_y: Any, y: Any) -> Any:
+    """``grad_y * (1 - y * y)`` for same-shape ``(N, ...)`` arrays (tanh's gradient from its output)."""
+    if not _fast(grad_y, y):
+        return grad_y * (1.0 - y * y)
+    out = numpy.empty_like(grad_y)
+
+    def part(a: int, b: int) -> None:
+        o = out[a:b]
+        numpy.multiply(y[a:b], y[a:b], out=o)
+        numpy.subtract(1.0, o, out=o)
+        numpy.multiply(o, grad_y[a:b], out=o)
+    split_batch(part, grad_y.shape[0], grad_y)
+    return out
+
+
 def multiply(x: Any, factor: Any) -> Any:
     """``x * factor`` for same-shape ``(N, ...)`` arrays (dropout's mask)."""
     if not _fast(x, factor):

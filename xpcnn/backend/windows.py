@@ -205,6 +205,49 @@ def window_max(x: Any, windows: list[tuple]) -> Any:
     return out
 
 
+def window_mean(x: Any, windows: list[tuple], kernel: tuple[int, int], tiles: bool) -> Any:
+    """Element-wise mean of ``x[index]`` over the window slices of ``(N, Hp, Wp, C)`` array ``x``:
+    average pooling's forward, ``(N, Ho, Wo, C)``. Where the windows tile ``x`` exactly (``tiles``),
+    NumPy with numba makes one compiled pass split over the worker threads."""
+    if tiles and _compiled_numpy(x):
+        import numpy
+        n, hp, wp, c = x.shape
+        out = numpy.empty((n, hp // kernel[0], wp // kernel[1], c), dtype=x.dtype)
+        split_batch(lambda a, b: compiled.mean_pool_tiled(x[a:b], kernel, out[a:b]), n, x)
+        return out
+    y = x[windows[0]]
+    for index in windows[1:]:
+        y = y + x[index]
+    return y / float(len(windows))
+
+
+def spread_mean_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
+                     windows: list[tuple], tiles: bool) -> Any:
+    """Gradient of :func:`window_mean`: each ``(N, Ho, Wo, C)`` output gradient divided by the window
+    size and added over its window; ``(N, Hp, Wp, C)``."""
+    xp = namespace_of(g)
+    if tiles and _compiled_numpy(g):
+        import numpy
+        out = numpy.empty(padded_shape, dtype=g.dtype)
+        g = numpy.ascontiguousarray(g)
+        split_batch(lambda a, b: compiled.mean_pool_tiled_grad(g[a:b], kernel, out[a:b]), g.shape[0], g)
+        return out
+    g = g / float(kernel[0] * kernel[1])
+    n, hp, wp, c = padded_shape
+    if tiles:  # each input value in exactly one window: one broadcast copy
+        (kh, kw), ho, wo = kernel, hp // kernel[0], wp // kernel[1]
+        spread = xp.broadcast_to(xp.reshape(g, (n, ho, 1, wo, 1, c)), (n, ho, kh, wo, kw, c))
+        return xp.reshape(spread, padded_shape)
+    dx = xp.zeros(padded_shape, dtype=g.dtype, device=array_api_compat.device(g))
+    for index in windows:
+        dx = add_at(dx, index, g)
+    return dx
+
+
+def _compiled_numpy(x: Any) -> bool:
+    return array_api_compat.is_numpy_array(x) and x.flags.c_contiguous and compiled.available()
+
+
 def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tuple[int, int]) -> Any:
     """Max-pool gradient for windows that tile ``(N, Hp, Wp, C)`` array ``x`` exactly (stride = kernel):
     each window's first maximum in row-major order takes its output's gradient (as PyTorch), given the

@@ -35,7 +35,7 @@ def tanh_forward(x: Any) -> Any:
 
 def tanh_backward(grad_y: Any, y: Any) -> Any:
     """Gradient of tanh given its output ``y``: ``g * (1 - y**2)``."""
-    return grad_y * (1.0 - y * y)
+    return B.elementwise.tanh_grad(grad_y, y)
 
 
 def sigmoid_forward(x: Any) -> Any:

@@ -85,23 +85,12 @@ def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, i
     """Mean over each window, zero padding included in the count (PyTorch's default)."""
     out_hw, slices = _geometry(x, kernel, stride, padding)
     x_padded = B.pad_hw(B.channels_last(x), *padding)
-    y = x_padded[slices[0]]
-    for index in slices[1:]:
-        y = y + x_padded[index]
-    y = y / float(kernel[0] * kernel[1])
-    return B.channels_first(y), PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw)
+    ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw)
+    return B.channels_first(B.window_mean(x_padded, slices, kernel, _tiles_exactly(ctx))), ctx
 
 
 def avg_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     """Spread each output gradient evenly over its window."""
-    xp = B.namespace_of(grad_y)
-    g = B.channels_last(grad_y) / float(ctx.kernel[0] * ctx.kernel[1])
-    if _tiles_exactly(ctx):  # each input value in exactly one window: one broadcast copy
-        n, hp, wp, c = ctx.padded_shape
-        (kh, kw), (ho, wo) = ctx.kernel, ctx.out_hw
-        spread = xp.broadcast_to(xp.reshape(g, (n, ho, 1, wo, 1, c)), (n, ho, kh, wo, kw, c))
-        return B.channels_first(xp.reshape(spread, (n, hp, wp, c)))
-    dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
-    for index in _window_slices(ctx.kernel, ctx.stride, ctx.out_hw):
-        dx = B.add_at(dx, index, g)
+    slices = _window_slices(ctx.kernel, ctx.stride, ctx.out_hw)
+    dx = B.spread_mean_grad(B.channels_last(grad_y), ctx.padded_shape, ctx.kernel, slices, _tiles_exactly(ctx))
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
