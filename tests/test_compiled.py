@@ -75,3 +75,39 @@ def test_adam_step_matches_the_numpy_path(optimizer, weight_decay, dtype, monkey
     for a, b in zip(fast, reference):
         assert a.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 2), (1, 3)])
+@pytest.mark.parametrize("c", [1, 6, 33])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_pool_kernels_match_the_numpy_path(kernel, c, dtype, monkeypatch, rng) -> None:
+    n, ho, wo = 3, 4, 5
+    x = rng.standard_normal((n, ho * kernel[0], wo * kernel[1], c)).astype(dtype)
+    g = rng.standard_normal((n, ho, wo, c)).astype(dtype)
+    slices = [windows.window_index(i, j, (ho, wo), kernel, (1, 1)) for i in range(kernel[0]) for j in range(kernel[1])]
+    fast = (windows.window_mean(x, slices, kernel, True), windows.spread_mean_grad(g, x.shape, kernel, slices, True))
+    monkeypatch.setenv(compiled.ENV_SWITCH, "0")
+    slow = (windows.window_mean(x, slices, kernel, True), windows.spread_mean_grad(g, x.shape, kernel, slices, True))
+    for a, b in zip(fast, slow):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("setting, wide", [("1", True), ("0", False)])
+def test_wide_vectors_follow_the_cpu_and_the_switch(setting, wide) -> None:
+    """numba gets 512-bit vectors (``-prefer-256-bit``) where the CPU has AVX-512, unless switched off;
+    the direct kernels' lane count follows."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+    script = ("import json, os, xpcnn\nfrom xpcnn.backend import compiled\n"
+              "print(json.dumps([compiled.vector_lanes(), os.environ.get('NUMBA_CPU_FEATURES', '')]))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"} | {compiled.WIDE_ENV: setting}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    lanes, features = json.loads(done.stdout)
+    avx512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    assert lanes == (16 if wide and avx512 else 8)
+    assert ("-prefer-256-bit" in features.split(",")) is (wide and avx512)

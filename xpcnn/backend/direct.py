@@ -1,14 +1,17 @@
-"""Direct convolution for few channels: compiled (numba) loops over channel-last NumPy arrays.
+"""Direct convolution for up to a few dozen channels: compiled (numba) loops over channel-last NumPy arrays.
 
 A GEMM lowering of a convolution with a handful of channels multiplies thin matrices (or
-wastes arithmetic on a banded weight), far below the machine's peak. Here each output pixel
-block is accumulated in registers straight from the input: ``R`` neighbouring output pixels
-times all ``O`` output channels (``R * O`` accumulators), and every input value read is
-broadcast against a vector of ``O`` weights. The register block only exists if the kernel's
-``R`` and ``O`` are compile-time constants, so the loops are generated as Python source per
-``(O, R)`` (the other sizes stay run-time arguments) and compiled with LLVM's SLP vectorizer
-on for that compilation only (numba leaves it off by default), which turns the ``O`` scalar
-accumulators of a pixel into vector registers.
+wastes arithmetic on a banded weight), and with a few dozen it first copies every window into a
+patch matrix. Here each output pixel block is accumulated in registers straight from the input:
+``R`` neighbouring output pixels times a group of ``G`` output channels (all ``O`` of them, or
+groups of up to two vectors: ``R * G`` accumulators), and every input value read is broadcast
+against a vector of ``G`` weights. The register block only exists if ``R`` and ``G`` are
+compile-time constants, so the loops are generated as Python source per ``(O, G, R)`` (the other
+sizes stay run-time arguments) and compiled with LLVM's SLP vectorizer on for that compilation
+only (numba leaves it off by default), which turns the ``G`` scalar accumulators of a pixel into
+vector registers: 512-bit ones where the CPU has AVX-512 (see
+:func:`xpcnn.backend.compiled.vector_lanes`), which double both the arithmetic per instruction
+and the register file that holds the block.
 
 Two kernels cover training: the forward pass (also the input gradient at stride one: a
 convolution of the padded output gradient with the flipped, transposed kernel) and the weight
