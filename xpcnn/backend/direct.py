@@ -100,10 +100,10 @@ def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilati
     (dh, dw), (hp, wp) = dilation, padded_hw
     top, left = (kh - 1) * dh, (kw - 1) * dw
     padded = pad_hw(grad_y, top, top, left, left)
-    lanes = 8 if 1 < c < 8 else c
-    taps = numpy.zeros((kh, kw, weight.shape[0], lanes), grad_y.dtype)  # (kh, kw, O, C)
+    computed = 8 if 1 < c < 8 else c
+    taps = numpy.zeros((kh, kw, weight.shape[0], computed), grad_y.dtype)  # (kh, kw, O, C)
     taps[..., :c] = numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1))
-    return _correlate(padded, taps, numpy.zeros(lanes, grad_y.dtype), (hp, wp), (1, 1), dilation)[..., :c]
+    return _correlate(padded, taps, numpy.zeros(computed, grad_y.dtype), (hp, wp), (1, 1), dilation)[..., :c]
 
 
 def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride: tuple[int, int],
