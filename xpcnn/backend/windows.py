@@ -229,7 +229,6 @@ def spread_mean_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: tu
     if tiles and _compiled_numpy(g):
         import numpy
         out = numpy.empty(padded_shape, dtype=g.dtype)
-        g = numpy.ascontiguousarray(g)
         split_batch(lambda a, b: compiled.mean_pool_tiled_grad(g[a:b], kernel, out[a:b]), g.shape[0], g)
         return out
     g = g / float(kernel[0] * kernel[1])
