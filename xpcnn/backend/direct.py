@@ -17,8 +17,9 @@ Two kernels cover training: the forward pass (also the input gradient at stride 
 convolution of the padded output gradient with the flipped, transposed kernel) and the weight
 gradient, which keeps the gradients of a group of kernel taps in registers along a row of
 output pixels (see :func:`_tap_group`).
-Kernels compile on first use for a shape family (one to three seconds each); their source is
-written under :func:`cache_dir` so that numba caches the machine code for later processes.
+Kernels compile on first use for a shape family (one to three seconds each with few channels,
+7-14 s for the 384-accumulator blocks of 32-64 channels); their source is written under
+:func:`cache_dir` so that numba caches the machine code for later processes.
 """
 
 from __future__ import annotations
