@@ -94,7 +94,8 @@ def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, dire
 @needs_numba
 @pytest.mark.parametrize("c, o, kh, kw, padding, dilation, hw", [
     (8, 8, 5, 5, 0, 1, (24, 24)),   # seed-deep's second conv: two blocks of 10 pixels per row
-    (1, 6, 5, 5, 2, 1, (28, 28)),   # lenet5's first conv: 6 outputs, padding
+    (1, 6, 5, 5, 2, 1, (28, 28)),   # lenet5's first conv: 6 outputs (computed as 8), padding
+    (1, 3, 3, 2, 1, 2, (11, 9)),    # one input channel, 3 outputs computed as 8, dilation, a row tail
     (6, 16, 5, 5, 0, 1, (14, 14)),  # two vectors of outputs, a block of 5 pixels
     (3, 27, 3, 2, 1, 2, (9, 13)),   # a partial vector, dilation, a row tail
     (2, 1, 1, 3, 0, 1, (3, 40)),    # one output channel: a wide block

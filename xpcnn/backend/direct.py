@@ -94,17 +94,13 @@ def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int
 def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilation: tuple[int, int]) -> Any:
     """Gradient ``(N, Hp, Wp, C)`` of the padded input of a stride-1 :func:`conv_forward`, from ``grad_y``
     ``(N, Ho, Wo, O)``: the output gradient, padded by the kernel's reach, correlated with the kernel
-    flipped in space and transposed in channels. Two to seven input channels are computed as eight
-    (zero weights; the result is a view of the first ``C``): a whole 256-bit vector of accumulators
-    instead of a partial one, which LLVM vectorized poorly (lenet5's 16->6 gradient 4.2 -> 1.5 ms)."""
+    flipped in space and transposed in channels."""
     _, c, kh, kw = weight.shape
     (dh, dw), (hp, wp) = dilation, padded_hw
     top, left = (kh - 1) * dh, (kw - 1) * dw
     padded = pad_hw(grad_y, top, top, left, left)
-    computed = 8 if 1 < c < 8 else c
-    taps = numpy.zeros((kh, kw, weight.shape[0], computed), grad_y.dtype)  # (kh, kw, O, C)
-    taps[..., :c] = numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1))
-    return _correlate(padded, taps, numpy.zeros(computed, grad_y.dtype), (hp, wp), (1, 1), dilation)[..., :c]
+    taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)), grad_y.dtype)
+    return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation)
 
 
 def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride: tuple[int, int],
@@ -136,8 +132,12 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
     n, hp, wp, c = x.shape
     kh, kw, _, o = taps.shape
     ho, wo = out_hw
-    group, block = _register_block(o, wo)
-    run = _forward_kernel(o, group, block, x.dtype.name)
+    computed = _computed_channels(o)
+    if computed > o:  # zero weights for the extra channels, which the kernel computes but never stores
+        taps = numpy.concatenate([taps, numpy.zeros((kh, kw, c, computed - o), taps.dtype)], axis=3)
+        shift = numpy.concatenate([shift, numpy.zeros(computed - o, shift.dtype)])
+    group, block = _register_block(computed, wo)
+    run = _forward_kernel(o, computed, group, block, c == 1, x.dtype.name)
     out = numpy.empty((n, ho, wo, o), x.dtype)
 
     def part(first: int, last: int) -> None:
@@ -146,6 +146,13 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
 
     split_batch(part, n, like=x, min_bytes=0)
     return out
+
+
+def _computed_channels(o: int) -> int:
+    """Output channels a forward block computes for ``o`` stored ones: two to seven as eight. LLVM
+    vectorizes a block of 6 accumulators per pixel into partial vectors that measured 1.7-2.5x slower
+    than a whole 256-bit vector of 8 (lenet5's 1->6 forward, its 16->6 input gradient)."""
+    return 8 if 1 < o < 8 else o
 
 
 def _lanes() -> int:
@@ -180,22 +187,36 @@ def _register_block(o: int, wo: int) -> tuple[int, int]:
     return group, -(-wo // blocks)
 
 
-def _forward_source(o: int, group: int, block: int) -> str:
-    """Source of the forward kernel over flat arrays: ``block`` output pixels by ``group`` of the ``o``
-    output channels at a time; the last block of a row ends at the row's end (overlapping the one
-    before when ``block`` does not divide it)."""
-    lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
-             "    step = sw * c",
-             "    for n in range(first, last):",
-             "        for y in range(ho):",
-             f"            for g0 in range(0, {o}, {group}):",
-             f"                for start in range(0, wo, {block}):",
-             f"                    x0 = min(start, wo - {block})"]
-    lines += _pixel_block_source(o, group, block, " " * 20)
+def _forward_source(o: int, computed: int, group: int, block: int, one_channel: bool = False) -> str:
+    """Source of the forward kernel over flat arrays: ``block`` output pixels by ``group`` of the
+    ``computed`` output channels of ``taps`` at a time; the last block of a row ends at the row's end
+    (overlapping the one before when ``block`` does not divide it). When only the first ``o`` channels
+    are wanted, a row goes through a scratch row of all ``computed`` (whole-vector stores: LLVM
+    vectorizes the accumulators as wide as the stores it starts from), then its first ``o`` to ``out``.
+    With ``one_channel`` input the channel loop is compiled away (a first conv on grey images: 1.2-1.8x
+    faster than with the channel count as a run-time argument; with more channels that measured even)."""
+    narrow = computed > o
+    lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):"]
+    lines += ["    c = 1"] if one_channel else []
+    lines += ["    step = sw * c",
+              f"    scratch = numpy.empty(wo * {computed}, dtype=out.dtype)" if narrow else "    scratch = out",
+              "    for n in range(first, last):",
+              "        for y in range(ho):",
+              "            row0 = " + ("0" if narrow else f"(n * ho + y) * wo * {o}"),
+              f"            for g0 in range(0, {computed}, {group}):",
+              f"                for start in range(0, wo, {block}):",
+              f"                    x0 = min(start, wo - {block})"]
+    lines += _pixel_block_source(computed, group, block, " " * 20)
+    if narrow:
+        lines += [f"            base = (n * ho + y) * wo * {o}",
+                  "            for p in range(wo):"]
+        lines += [f"                out[U(base + p * {o} + {k})] = scratch[U(p * {computed} + {k})]" for k in range(o)]
     return "\n".join(lines)
 
 
-def _pixel_block_source(o: int, group: int, pixels: int, pad: str) -> list[str]:
+def _pixel_block_source(stride: int, group: int, pixels: int, pad: str) -> list[str]:
+    """A register block of ``pixels`` output pixels by ``group`` channels, written to ``scratch`` (whose
+    pixels are ``stride`` values apart) from offset ``row0``."""
     # Indices go through U (uint64): numba then skips the negative-index wraparound, which would
     # otherwise cost four integer instructions per load in the innermost loop.
     lines = [pad + "; ".join(f"a{r}_{k} = shift[g0 + {k}]" for k in range(group)) for r in range(pixels)]
@@ -203,15 +224,15 @@ def _pixel_block_source(o: int, group: int, pixels: int, pad: str) -> list[str]:
               pad + "    row = ((n * hp + y * sh + i * dh) * wp + x0 * sw) * c",
               pad + "    for j in range(kw):",
               pad + "        at = row + j * dw * c",
-              pad + f"        tap = (i * kw + j) * c * {o} + g0",
+              pad + f"        tap = (i * kw + j) * c * {stride} + g0",
               pad + "        for ch in range(c):"]
     inner = pad + " " * 12
-    lines += [inner + f"w{k} = taps[U(tap + ch * {o} + {k})]" for k in range(group)]
+    lines += [inner + f"w{k} = taps[U(tap + ch * {stride} + {k})]" for k in range(group)]
     for r in range(pixels):
         lines.append(inner + f"v = x[U(at + {r} * step + ch)]")
         lines += [inner + f"a{r}_{k} += v * w{k}" for k in range(group)]
-    lines.append(pad + f"base = ((n * ho + y) * wo + x0) * {o} + g0")
-    lines += [pad + f"out[U(base + {r * o + k})] = a{r}_{k}" for r in range(pixels) for k in range(group)]
+    lines.append(pad + f"base = row0 + x0 * {stride} + g0")
+    lines += [pad + f"scratch[U(base + {r * stride + k})] = a{r}_{k}" for r in range(pixels) for k in range(group)]
     return lines
 
 
@@ -256,9 +277,10 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
 
 
 @cache
-def _forward_kernel(o: int, group: int, block: int, dtype: str) -> Any:
+def _forward_kernel(o: int, computed: int, group: int, block: int, one_channel: bool, dtype: str) -> Any:
     ints = ", ".join(["int64"] * 13)
-    return _compile(_forward_source(o, group, block), f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
+    return _compile(_forward_source(o, computed, group, block, one_channel),
+                    f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 
 
 @cache
