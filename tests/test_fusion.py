@@ -1,4 +1,5 @@
-"""A ReLU followed by a max-pool runs as one step: the same values and gradients as the two layers apart."""
+"""An activation followed by a pooling layer runs as one step (ReLU then max-pool, tanh then average
+pool): the same values and gradients as the two layers apart."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 
 from xpcnn import layers as L
 from xpcnn.model import Sequential
-from xpcnn.ops.activations import relu_backward, relu_forward
-from xpcnn.ops.pool import max_pool2d_backward, max_pool2d_forward
+from xpcnn.ops.activations import relu_backward, relu_forward, tanh_backward, tanh_forward
+from xpcnn.ops.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 
 def _awkward_input(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -51,7 +52,7 @@ def test_sequential_folds_relu_into_the_next_max_pool(rng) -> None:
     apart = Sequential(_net()).to(dtype="float64")
 
     y = model.forward(x)
-    assert model._folded_relus == {1}
+    assert model._folded == {1}
     grad_x = model.backward(grad_out, need_input_grad=True)
 
     h = x
@@ -70,8 +71,57 @@ def test_sequential_folds_relu_into_the_next_max_pool(rng) -> None:
         model.layers[1].backward(grad_out)
 
 
-def test_only_a_relu_directly_before_a_max_pool_is_folded(rng) -> None:
-    layers = [L.ReLU(), L.AvgPool2D(2), L.LeakyReLU(), L.MaxPool2D(2), L.ReLU(), L.MaxPool2D(1)]
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((2, 2), (2, 2), (0, 0, 0, 0)),  # windows tile the input (the compiled path on NumPy)
+    ((3, 3), (1, 1), (1, 1, 1, 1)),  # overlapping, padded windows (the general path)
+    ((2, 3), (2, 1), (0, 0, 1, 1)),
+])
+def test_pooled_tanh_matches_tanh_then_pool(kernel, stride, padding, backend, rng) -> None:
+    x = backend.asarray(rng.standard_normal((3, 4, 8, 9)) * 2)
+    t = tanh_forward(x)
+    expected, ctx = avg_pool2d_forward(t, kernel, stride, padding)
+    fused, fused_ctx = avg_pool2d_forward(x, kernel, stride, padding, tanh=True)
+    np.testing.assert_allclose(backend.numpy(fused), backend.numpy(expected), rtol=1e-13, atol=1e-15)
+
+    grad_y = backend.asarray(rng.standard_normal(tuple(expected.shape)))
+    expected_grad = tanh_backward(avg_pool2d_backward(grad_y, ctx), t)
+    fused_grad = avg_pool2d_backward(grad_y, fused_ctx)
+    np.testing.assert_allclose(backend.numpy(fused_grad), backend.numpy(expected_grad), rtol=1e-13, atol=1e-15)
+    assert np.count_nonzero(backend.numpy(fused_grad)) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_folds_tanh_into_the_next_average_pool(dtype, rng) -> None:
+    """lenet5's pattern (conv, tanh, 2x2 average pool): output and gradients as the layers one by one."""
+    def net() -> list[L.Layer]:
+        return [L.Conv2D(1, 6, 5, padding=2, seed=1), L.Tanh(), L.AvgPool2D(2), L.Flatten(),
+                L.Dense(6 * 4 * 4, 3, seed=2)]
+    x = rng.standard_normal((5, 1, 8, 8)).astype(dtype)
+    grad_out = rng.standard_normal((5, 3)).astype(dtype)
+    model, apart = Sequential(net()).to(dtype=np.dtype(dtype).name), Sequential(net()).to(dtype=np.dtype(dtype).name)
+    y = model.forward(x)
+    assert model._folded == {1}
+    grad_x = model.backward(grad_out, need_input_grad=True)
+    h = x
+    for layer in apart.layers:
+        h = layer.forward(h)
+    g = grad_out
+    for layer in reversed(apart.layers):
+        g = layer.backward(g)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(y, h, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad_x, g, rtol=tol, atol=tol)
+    for mine, theirs in zip(model.layers, apart.layers):
+        for name in mine.grads:
+            np.testing.assert_allclose(mine.grads[name], theirs.grads[name], rtol=tol, atol=tol)
+    with pytest.raises(RuntimeError, match="run forward first"):
+        model.layers[1].backward(grad_out)
+
+
+def test_only_an_activation_directly_before_its_pooling_layer_is_folded(rng) -> None:
+    layers = [L.ReLU(), L.AvgPool2D(2), L.LeakyReLU(), L.MaxPool2D(2), L.ReLU(), L.MaxPool2D(1),
+              L.Tanh(), L.MaxPool2D(1), L.Tanh(), L.AvgPool2D(1), L.Tanh()]
     model = Sequential(layers).to(dtype="float64")
     model.forward(rng.standard_normal((1, 1, 8, 8)))
-    assert model._folded_relus == {4}
+    assert model._folded == {4, 8}
+    assert [model.fold(i) for i in (4, 8, 10)] == ["forward_relu", "forward_tanh", None]

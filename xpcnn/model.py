@@ -7,7 +7,11 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.errors import CheckpointError, ShapeError
-from xpcnn.layers import LAYER_TYPES, Layer, MaxPool2D, ReLU
+from xpcnn.layers import LAYER_TYPES, AvgPool2D, Layer, MaxPool2D, ReLU, Tanh
+
+#: (activation, pooling layer) pairs that :meth:`Sequential.forward` runs as one step, and the pooling
+#: layer's method that does it. The pair's values and gradients are those of the two layers apart.
+FOLDS: dict[tuple[type, type], str] = {(ReLU, MaxPool2D): "forward_relu", (Tanh, AvgPool2D): "forward_tanh"}
 
 
 class Sequential:
@@ -28,33 +32,36 @@ class Sequential:
         self.training = True
         self.placement: B.Placement = B.resolve("cpu")
         self.dtype = "float32"
-        self._folded_relus: set[int] = set()  # ReLUs the last forward ran inside the next max-pool
+        self._folded: set[int] = set()  # activations the last forward ran inside the next layer (see fold)
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
         """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``).
 
-        A ReLU followed by a max-pool runs as one step (:meth:`MaxPool2D.forward_relu`: the same
-        values, without the full-size ReLU output or its backward pass); :meth:`backward` skips
-        such a ReLU, whose gradient the max-pool's backward includes.
+        An activation followed by a pooling layer of :data:`FOLDS` runs as one step of the pooling
+        layer (:meth:`MaxPool2D.forward_relu`, :meth:`AvgPool2D.forward_tanh`: the same values with
+        fewer passes over memory); :meth:`backward` skips such an activation, whose gradient the
+        pooling layer's backward includes.
         """
-        self._folded_relus = set()
+        self._folded = set()
         i = 0
         while i < len(self.layers):
-            if self.folds_relu(i):
+            if step := self.fold(i):
                 self.layers[i].forget()  # its output is never materialized; a stale cache would mislead
-                x = self.layers[i + 1].forward_relu(x)
-                self._folded_relus.add(i)
+                x = getattr(self.layers[i + 1], step)(x)
+                self._folded.add(i)
                 i += 2
             else:
                 x = self.layers[i].forward(x)
                 i += 1
         return x
 
-    def folds_relu(self, i: int) -> bool:
-        """Whether layer ``i`` is a ReLU that :meth:`forward` runs inside the max-pool after it."""
-        return (i + 1 < len(self.layers) and type(self.layers[i]) is ReLU
-                and type(self.layers[i + 1]) is MaxPool2D)
+    def fold(self, i: int) -> str | None:
+        """The method of layer ``i + 1`` that :meth:`forward` runs in place of layer ``i`` and it
+        (``"forward_relu"``, ``"forward_tanh"``), or None where layer ``i`` runs on its own."""
+        if i + 1 >= len(self.layers):
+            return None
+        return FOLDS.get((type(self.layers[i]), type(self.layers[i + 1])))
 
     __call__ = forward
 
@@ -67,7 +74,7 @@ class Sequential:
         if self.layers:
             self.layers[0].need_input_grad = need_input_grad
         for i in reversed(range(len(self.layers))):
-            if i not in self._folded_relus:
+            if i not in self._folded:
                 grad_out = self.layers[i].backward(grad_out)
         if self.layers:
             self.layers[0].need_input_grad = True

@@ -12,7 +12,8 @@ are cached on disk by numba.
   (NumPy needs a comparison, mask updates and a multiply per kernel offset): 3.3x faster at 64
   channels, 2-3x at 8-16.
 - :func:`mean_pool_tiled` and :func:`mean_pool_tiled_grad`: average pooling over tiling windows in
-  one pass each (NumPy: a strided add per kernel offset, or a broadcast copy, with C-value inner loops).
+  one pass each (NumPy: a strided add per kernel offset, or a broadcast copy, with C-value inner
+  loops); :func:`mean_pool_tiled_tanh_grad` also applies a preceding tanh's gradient.
 - :func:`adam_update`: an Adam/AdamW step in one pass over parameter, gradient and both moment
   slots, instead of a dozen whole-array NumPy passes.
 """
@@ -159,7 +160,7 @@ def max_pool_tiled_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out: An
 
 
 @cache
-def _mean_pool_kernels() -> tuple[Any, Any]:
+def _mean_pool_kernels() -> tuple[Any, Any, Any]:
     numba = _numba()
 
     # Output row by output row, channels innermost: NumPy's strided-slice adds run C-value inner loops
@@ -197,7 +198,23 @@ def _mean_pool_kernels() -> tuple[Any, Any]:
                             for ch in range(c):
                                 orow[ox * kw + j, ch] = grow[ox, ch] / count
 
-    return forward, backward
+    # The gradient through tanh then the mean pool in one pass: tanh's (1 - y*y) applied as it spreads.
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def tanh_backward(g, y, out, kh, kw):  # pragma: no cover - compiled
+        n, ho, wo, c = g.shape
+        one, count = out.dtype.type(1.0), out.dtype.type(kh * kw)
+        for b in range(n):
+            for oy in range(ho):
+                grow = g[b, oy]
+                for i in range(kh):
+                    orow, yrow = out[b, oy * kh + i], y[b, oy * kh + i]
+                    for ox in range(wo):
+                        for j in range(kw):
+                            for ch in range(c):
+                                v = yrow[ox * kw + j, ch]
+                                orow[ox * kw + j, ch] = grow[ox, ch] / count * (one - v * v)
+
+    return forward, backward, tanh_backward
 
 
 def mean_pool_tiled(x: Any, kernel: tuple[int, int], out: Any) -> Any:
@@ -211,6 +228,13 @@ def mean_pool_tiled_grad(g: Any, kernel: tuple[int, int], out: Any) -> Any:
     """Gradient of :func:`mean_pool_tiled`: ``g`` ``(N, Ho, Wo, C)`` divided by the window size and
     spread over each window of ``out`` ``(N, Hp, Wp, C)``; returns ``out``."""
     _mean_pool_kernels()[1](g, out, kernel[0], kernel[1])
+    return out
+
+
+def mean_pool_tiled_tanh_grad(g: Any, y: Any, kernel: tuple[int, int], out: Any) -> Any:
+    """Gradient of ``mean_pool_tiled(tanh(x))`` with respect to ``x``, given ``y = tanh(x)``
+    ``(N, Hp, Wp, C)``: :func:`mean_pool_tiled_grad` of ``g`` times ``1 - y*y``, into ``out``; returns ``out``."""
+    _mean_pool_kernels()[2](g, y, out, kernel[0], kernel[1])
     return out
 
 
@@ -256,5 +280,6 @@ def warm_up() -> None:
     max_pool_tiled_grad(x, x, x, (1, 1))
     mean_pool_tiled(x, (1, 1), numpy.zeros_like(x))
     mean_pool_tiled_grad(x, (1, 1), numpy.zeros_like(x))
+    mean_pool_tiled_tanh_grad(x, x, (1, 1), numpy.zeros_like(x))
     flat = numpy.zeros(1, numpy.float32)
     adam_update(flat, flat, flat, flat, 0.9, 0.999, 1e-3, 1.0, 1e-8, 0.0, 1.0)

@@ -51,16 +51,16 @@ class XpcnnStep:
     def layer_times(self, repeats: int = 5) -> list[dict[str, Any]]:
         """Median forward and backward seconds of each layer inside a training step.
 
-        A ReLU that :class:`~xpcnn.model.Sequential` folds into the next max-pool shows 0 ms; the
-        max-pool's figures include it, as in a real step."""
+        An activation that :class:`~xpcnn.model.Sequential` folds into the next pooling layer shows
+        0 ms; the pooling layer's figures include it, as in a real step."""
         model, times = self.model.train(), [([], []) for _ in self.model.layers]
-        folded = [model.folds_relu(i) for i in range(len(model.layers))]
+        folded = [model.fold(i) for i in range(len(model.layers))]
         for _ in range(repeats):
             x = self.x
             for i, (layer, (fwd, _)) in enumerate(zip(model.layers, times)):
                 start = time.perf_counter()
                 if not folded[i]:
-                    x = layer.forward_relu(x) if i > 0 and folded[i - 1] else layer.forward(x)
+                    x = getattr(layer, folded[i - 1])(x) if i > 0 and folded[i - 1] else layer.forward(x)
                     self.sync_array(x)
                 fwd.append(time.perf_counter() - start)
             self.loss.forward(x, self.y)

@@ -52,6 +52,14 @@ class _Pool2D(Layer):
         return type(self)._backward(grad_out, self._ctx)
 
 
+    def _forward_folded(self, x: Any, **activation: bool) -> Any:
+        self._expect_rank(x, 4, "(N, C, H, W)")
+        self._namespace(x)
+        self.output_shape(tuple(x.shape))
+        y, self._ctx = type(self)._forward(x, self.kernel_size, self.stride, self.padding, **activation)
+        return y
+
+
 class MaxPool2D(_Pool2D):
     """Max over ``kernel_size`` windows (stride defaults to the kernel); ties send the gradient to the first maximum."""
 
@@ -61,11 +69,7 @@ class MaxPool2D(_Pool2D):
         The next :meth:`backward` then returns the gradient with respect to ``x`` (ReLU's included).
         :class:`~xpcnn.model.Sequential` uses it for a ReLU followed by a max-pool.
         """
-        self._expect_rank(x, 4, "(N, C, H, W)")
-        self._namespace(x)
-        self.output_shape(tuple(x.shape))
-        y, self._ctx = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, relu=True)
-        return y
+        return self._forward_folded(x, relu=True)
 
 
 class AvgPool2D(_Pool2D):
@@ -73,3 +77,11 @@ class AvgPool2D(_Pool2D):
 
     _forward = staticmethod(avg_pool2d_forward)
     _backward = staticmethod(avg_pool2d_backward)
+
+    def forward_tanh(self, x: Any) -> Any:
+        """``forward(tanh(x))`` in one step: each few images' ``tanh(x)`` is pooled while still in cache.
+
+        The next :meth:`backward` then returns the gradient with respect to ``x`` (tanh's included, in
+        the same pass). :class:`~xpcnn.model.Sequential` uses it for a Tanh followed by an average pool.
+        """
+        return self._forward_folded(x, tanh=True)

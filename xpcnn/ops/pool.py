@@ -24,6 +24,7 @@ class PoolContext:
     x_padded: Any = None
     y: Any = None
     relu: bool = False  # the forward pooled relu(x): see max_pool2d_forward
+    tanh_y: Any = None  # tanh(x_padded), when the forward pooled it: see avg_pool2d_forward
 
 
 def _window_slices(kernel: Pair, stride: Pair, out_hw: Pair) -> list[tuple]:
@@ -80,17 +81,25 @@ def _tiles_exactly(ctx: PoolContext) -> bool:
             and hp == ctx.out_hw[0] * ctx.kernel[0] and wp == ctx.out_hw[1] * ctx.kernel[1])
 
 
-def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
-                       ) -> tuple[Any, PoolContext]:
-    """Mean over each window, zero padding included in the count (PyTorch's default)."""
+def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int],
+                       tanh: bool = False) -> tuple[Any, PoolContext]:
+    """Mean over each window, zero padding included in the count (PyTorch's default).
+
+    With ``tanh``, the mean over windows of ``tanh(x)`` (the padding stays zero, as ``tanh(0) = 0``):
+    ``tanh(x)`` is kept for the backward pass, which then returns the gradient with respect to ``x``.
+    """
     out_hw, slices = _geometry(x, kernel, stride, padding)
     x_padded = B.pad_hw(B.channels_last(x), *padding)
     ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw)
+    if tanh:
+        ctx.tanh_y, y = B.tanh_window_mean(x_padded, slices, kernel, _tiles_exactly(ctx))
+        return B.channels_first(y), ctx
     return B.channels_first(B.window_mean(x_padded, slices, kernel, _tiles_exactly(ctx))), ctx
 
 
 def avg_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
-    """Spread each output gradient evenly over its window."""
+    """Spread each output gradient evenly over its window (through tanh's gradient after a ``tanh`` forward)."""
     slices = _window_slices(ctx.kernel, ctx.stride, ctx.out_hw)
-    dx = B.spread_mean_grad(B.channels_last(grad_y), ctx.padded_shape, ctx.kernel, slices, _tiles_exactly(ctx))
+    dx = B.spread_mean_grad(B.channels_last(grad_y), ctx.padded_shape, ctx.kernel, slices, _tiles_exactly(ctx),
+                            ctx.tanh_y)
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
