@@ -82,13 +82,15 @@ def max_channels() -> int:
 
 
 def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int, int], stride: tuple[int, int],
-                 dilation: tuple[int, int]) -> Any:
+                 dilation: tuple[int, int], zero_rows: tuple[int, int] = (0, 0)) -> Any:
     """Cross-correlation of channel-last ``x_padded`` ``(N, Hp, Wp, C)`` with ``weight`` ``(O, C, kh, kw)``,
-    plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo, O)`` output, C-contiguous, in ``x_padded``'s dtype."""
+    plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo, O)`` output, C-contiguous, in ``x_padded``'s dtype.
+    ``zero_rows``: how many rows at the top and bottom of ``x_padded`` are zero padding (skipped)."""
     o = weight.shape[0]
     taps = numpy.ascontiguousarray(numpy.transpose(weight, (2, 3, 1, 0)), x_padded.dtype)  # (kh, kw, C, O)
     shift = numpy.zeros(o, x_padded.dtype) if bias is None else numpy.ascontiguousarray(bias, x_padded.dtype)
-    return _correlate(numpy.ascontiguousarray(x_padded), taps, shift, out_hw, stride, dilation)
+    rows = (zero_rows[0], x_padded.shape[1] - zero_rows[1])
+    return _correlate(numpy.ascontiguousarray(x_padded), taps, shift, out_hw, stride, dilation, rows)
 
 
 def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilation: tuple[int, int]) -> Any:
@@ -100,7 +102,8 @@ def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilati
     top, left = (kh - 1) * dh, (kw - 1) * dw
     padded = pad_hw(grad_y, top, top, left, left)
     taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)), grad_y.dtype)
-    return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation)
+    return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation,
+                      (top, top + grad_y.shape[1]))
 
 
 def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride: tuple[int, int],
@@ -128,7 +131,10 @@ def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride
 
 
 def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: tuple[int, int],
-               dilation: tuple[int, int]) -> Any:
+               dilation: tuple[int, int], rows: tuple[int, int]) -> Any:
+    """``(N, Ho, Wo, O)`` correlation of ``x`` ``(N, Hp, Wp, C)`` with ``taps`` ``(kh, kw, C, O)`` plus
+    ``shift`` ``(O,)``; rows of ``x`` outside ``rows`` (first, end) are zero and never read: an input
+    gradient's padded output gradient is mostly such rows (lenet5's 16->6: 8 of 18)."""
     n, hp, wp, c = x.shape
     kh, kw, _, o = taps.shape
     ho, wo = out_hw
@@ -142,7 +148,7 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
 
     def part(first: int, last: int) -> None:
         run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), hp, wp, c, kh, kw, ho, wo,
-            stride[0], stride[1], dilation[0], dilation[1], first, last)
+            stride[0], stride[1], dilation[0], dilation[1], rows[0], rows[1], first, last)
 
     split_batch(part, n, like=x, min_bytes=0)
     return out
@@ -196,7 +202,7 @@ def _forward_source(o: int, computed: int, group: int, block: int, one_channel: 
     With ``one_channel`` input the channel loop is compiled away (a first conv on grey images: 1.2-1.8x
     faster than with the channel count as a run-time argument; with more channels that measured even)."""
     narrow = computed > o
-    lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):"]
+    lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, r0, r1, first, last):"]
     lines += ["    c = 1"] if one_channel else []
     lines += ["    step = sw * c",
               f"    scratch = numpy.empty(wo * {computed}, dtype=out.dtype)" if narrow else "    scratch = out",
@@ -221,7 +227,10 @@ def _pixel_block_source(stride: int, group: int, pixels: int, pad: str) -> list[
     # otherwise cost four integer instructions per load in the innermost loop.
     lines = [pad + "; ".join(f"a{r}_{k} = shift[g0 + {k}]" for k in range(group)) for r in range(pixels)]
     lines += [pad + "for i in range(kh):",
-              pad + "    row = ((n * hp + y * sh + i * dh) * wp + x0 * sw) * c",
+              pad + "    xrow = y * sh + i * dh",
+              pad + "    if xrow < r0 or xrow >= r1:",
+              pad + "        continue",
+              pad + "    row = ((n * hp + xrow) * wp + x0 * sw) * c",
               pad + "    for j in range(kw):",
               pad + "        at = row + j * dw * c",
               pad + f"        tap = (i * kw + j) * c * {stride} + g0",
@@ -278,7 +287,7 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
 
 @cache
 def _forward_kernel(o: int, computed: int, group: int, block: int, one_channel: bool, dtype: str) -> Any:
-    ints = ", ".join(["int64"] * 13)
+    ints = ", ".join(["int64"] * 15)
     return _compile(_forward_source(o, computed, group, block, one_channel),
                     f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 

@@ -81,7 +81,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     out_hw = output_hw((h, w), (kh, kw), stride, padding, dilation)
     x_padded = B.pad_hw(B.channels_last(x), *padding)
     if _use_direct(x, tuple(weight.shape), stride, lowering):
-        y = B.direct.conv_forward(x_padded, weight, bias, out_hw, stride, dilation)
+        y = B.direct.conv_forward(x_padded, weight, bias, out_hw, stride, dilation, zero_rows=padding[:2])
         ctx = DirectConvContext(x_padded, weight, stride, dilation, padding, bias is not None)
         return B.channels_first(y), ctx
     plan = choose_lowering(tuple(x_padded.shape), tuple(weight.shape), stride, dilation, out_hw, lowering)
