@@ -85,12 +85,17 @@ def test_mean_pool_kernels_match_the_numpy_path(kernel, c, dtype, monkeypatch, r
     x = rng.standard_normal((n, ho * kernel[0], wo * kernel[1], c)).astype(dtype)
     g = rng.standard_normal((n, ho, wo, c)).astype(dtype)
     slices = [windows.window_index(i, j, (ho, wo), kernel, (1, 1)) for i in range(kernel[0]) for j in range(kernel[1])]
-    fast = (windows.window_mean(x, slices, kernel, True), windows.spread_mean_grad(g, x.shape, kernel, slices, True))
+    def passes() -> tuple:
+        y, pooled = windows.tanh_window_mean(x, slices, kernel, True)
+        return (windows.window_mean(x, slices, kernel, True), windows.spread_mean_grad(g, x.shape, kernel, slices, True),
+                y, pooled, windows.spread_mean_grad(g, x.shape, kernel, slices, True, tanh_y=y))
+    fast = passes()
     monkeypatch.setenv(compiled.ENV_SWITCH, "0")
-    slow = (windows.window_mean(x, slices, kernel, True), windows.spread_mean_grad(g, x.shape, kernel, slices, True))
-    for a, b in zip(fast, slow):
+    slow = passes()
+    tolerance = 1e-6 if dtype == np.float32 else 1e-14  # (1 - y*y) rounds differently with a fused multiply-add
+    for a, b in zip(fast, slow, strict=True):
         assert a.dtype == dtype
-        np.testing.assert_allclose(a, b, rtol=1e-6 if dtype == np.float32 else 1e-14)
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("setting, wide", [("1", True), ("0", False)])

@@ -11,9 +11,6 @@ are cached on disk by numba.
 - :func:`max_pool_tiled_grad`: max-pool backward over windows that tile the input, in one pass
   (NumPy needs a comparison, mask updates and a multiply per kernel offset): 3.3x faster at 64
   channels, 2-3x at 8-16.
-- :func:`mean_pool_tiled` and :func:`mean_pool_tiled_grad`: average pooling over tiling windows in
-  one pass each (NumPy: a strided add per kernel offset, or a broadcast copy, with C-value inner
-  loops); :func:`mean_pool_tiled_tanh_grad` also applies a preceding tanh's gradient.
 - :func:`adam_update`: an Adam/AdamW step in one pass over parameter, gradient and both moment
   slots, instead of a dozen whole-array NumPy passes.
 """
@@ -160,85 +157,6 @@ def max_pool_tiled_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out: An
 
 
 @cache
-def _mean_pool_kernels() -> tuple[Any, Any, Any]:
-    numba = _numba()
-
-    # Output row by output row, channels innermost: NumPy's strided-slice adds run C-value inner loops
-    # (6 values in lenet5) and allocate per offset; here each input value is read once.
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def forward(x, out, kh, kw):  # pragma: no cover - compiled
-        n, ho, wo, c = out.shape
-        count = out.dtype.type(kh * kw)
-        for b in range(n):
-            for oy in range(ho):
-                acc = out[b, oy]
-                for i in range(kh):
-                    xrow = x[b, oy * kh + i]
-                    for ox in range(wo):
-                        for j in range(kw):
-                            first = i == 0 and j == 0
-                            for ch in range(c):
-                                v = xrow[ox * kw + j, ch]
-                                acc[ox, ch] = v if first else acc[ox, ch] + v
-                for ox in range(wo):
-                    for ch in range(c):
-                        acc[ox, ch] /= count
-
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def backward(g, out, kh, kw):  # pragma: no cover - compiled
-        n, ho, wo, c = g.shape
-        count = out.dtype.type(kh * kw)
-        for b in range(n):
-            for oy in range(ho):
-                grow = g[b, oy]
-                for i in range(kh):
-                    orow = out[b, oy * kh + i]
-                    for ox in range(wo):
-                        for j in range(kw):
-                            for ch in range(c):
-                                orow[ox * kw + j, ch] = grow[ox, ch] / count
-
-    # The gradient through tanh then the mean pool in one pass: tanh's (1 - y*y) applied as it spreads.
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def tanh_backward(g, y, out, kh, kw):  # pragma: no cover - compiled
-        n, ho, wo, c = g.shape
-        one, count = out.dtype.type(1.0), out.dtype.type(kh * kw)
-        for b in range(n):
-            for oy in range(ho):
-                grow = g[b, oy]
-                for i in range(kh):
-                    orow, yrow = out[b, oy * kh + i], y[b, oy * kh + i]
-                    for ox in range(wo):
-                        for j in range(kw):
-                            for ch in range(c):
-                                v = yrow[ox * kw + j, ch]
-                                orow[ox * kw + j, ch] = grow[ox, ch] / count * (one - v * v)
-
-    return forward, backward, tanh_backward
-
-
-def mean_pool_tiled(x: Any, kernel: tuple[int, int], out: Any) -> Any:
-    """Mean over windows that tile channel-last ``x`` ``(N, Hp, Wp, C)`` exactly, written into ``out``
-    ``(N, Ho, Wo, C)`` (float NumPy arrays of one dtype, C-contiguous); returns ``out``."""
-    _mean_pool_kernels()[0](x, out, kernel[0], kernel[1])
-    return out
-
-
-def mean_pool_tiled_grad(g: Any, kernel: tuple[int, int], out: Any) -> Any:
-    """Gradient of :func:`mean_pool_tiled`: ``g`` ``(N, Ho, Wo, C)`` divided by the window size and
-    spread over each window of ``out`` ``(N, Hp, Wp, C)``; returns ``out``."""
-    _mean_pool_kernels()[1](g, out, kernel[0], kernel[1])
-    return out
-
-
-def mean_pool_tiled_tanh_grad(g: Any, y: Any, kernel: tuple[int, int], out: Any) -> Any:
-    """Gradient of ``mean_pool_tiled(tanh(x))`` with respect to ``x``, given ``y = tanh(x)``
-    ``(N, Hp, Wp, C)``: :func:`mean_pool_tiled_grad` of ``g`` times ``1 - y*y``, into ``out``; returns ``out``."""
-    _mean_pool_kernels()[2](g, y, out, kernel[0], kernel[1])
-    return out
-
-
-@cache
 def _adam_kernel() -> Any:
     numba = _numba()
 
@@ -278,8 +196,5 @@ def warm_up() -> None:
     col2im_into(patches, numpy.zeros((1, 1, 1, 1), numpy.float32), 0, (1, 1), (1, 1), (1, 1))
     x = numpy.zeros((1, 1, 1, 1), numpy.float32)
     max_pool_tiled_grad(x, x, x, (1, 1))
-    mean_pool_tiled(x, (1, 1), numpy.zeros_like(x))
-    mean_pool_tiled_grad(x, (1, 1), numpy.zeros_like(x))
-    mean_pool_tiled_tanh_grad(x, x, (1, 1), numpy.zeros_like(x))
     flat = numpy.zeros(1, numpy.float32)
     adam_update(flat, flat, flat, flat, 0.9, 0.999, 1e-3, 1.0, 1e-8, 0.0, 1.0)

@@ -7,8 +7,8 @@ patch matrix. Here each output pixel block is accumulated in registers straight 
 groups of up to two vectors: ``R * G`` accumulators), and every input value read is broadcast
 against a vector of ``G`` weights. The register block only exists if ``R`` and ``G`` are
 compile-time constants, so the loops are generated as Python source per ``(O, G, R)`` (the other
-sizes stay run-time arguments) and compiled with LLVM's SLP vectorizer on for that compilation
-only (numba leaves it off by default), which turns the ``G`` scalar accumulators of a pixel into
+sizes stay run-time arguments) and compiled by :func:`xpcnn.backend.generated.compile_source`
+with LLVM's SLP vectorizer on, which turns the ``G`` scalar accumulators of a pixel into
 vector registers: 512-bit ones where the CPU has AVX-512 (see
 :func:`xpcnn.backend.compiled.vector_lanes`), which double both the arithmetic per instruction
 and the register file that holds the block.
@@ -18,24 +18,19 @@ convolution of the padded output gradient with the flipped, transposed kernel) a
 gradient, which keeps the gradients of a group of kernel taps in registers along a row of
 output pixels (see :func:`_tap_group`).
 Kernels compile on first use for a shape family (one to three seconds each with few channels,
-7-14 s for the 384-accumulator blocks of 32-64 channels); their source is written under
-:func:`cache_dir` so that numba caches the machine code for later processes.
+7-14 s for the 384-accumulator blocks of 32-64 channels), and numba caches their machine code
+on disk for later processes (:func:`xpcnn.backend.generated.cache_dir`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import sys
-import threading
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy
 
 from xpcnn.backend import compiled
+from xpcnn.backend.generated import compile_source
 from xpcnn.backend.threads import split_batch
 from xpcnn.backend.windows import pad_hw
 
@@ -53,11 +48,6 @@ LANES: int | None = None
 MAX_CHANNELS: int | None = None
 #: Output channels one register block covers at most, in vectors: wider layers run in groups.
 GROUP_VECTORS = 2
-
-#: Overrides the folder of generated kernel sources (see :func:`cache_dir`).
-CACHE_ENV = "XPCNN_CACHE_DIR"
-
-_compile_lock = threading.Lock()
 
 
 def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int, int]) -> str | None:
@@ -223,8 +213,6 @@ def _forward_source(o: int, computed: int, group: int, block: int, one_channel: 
 def _pixel_block_source(stride: int, group: int, pixels: int, pad: str) -> list[str]:
     """A register block of ``pixels`` output pixels by ``group`` channels, written to ``scratch`` (whose
     pixels are ``stride`` values apart) from offset ``row0``."""
-    # Indices go through U (uint64): numba then skips the negative-index wraparound, which would
-    # otherwise cost four integer instructions per load in the innermost loop.
     lines = [pad + "; ".join(f"a{r}_{k} = shift[g0 + {k}]" for k in range(group)) for r in range(pixels)]
     lines += [pad + "for i in range(kh):",
               pad + "    xrow = y * sh + i * dh",
@@ -288,68 +276,12 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
 @cache
 def _forward_kernel(o: int, computed: int, group: int, block: int, one_channel: bool, dtype: str) -> Any:
     ints = ", ".join(["int64"] * 15)
-    return _compile(_forward_source(o, computed, group, block, one_channel),
+    return compile_source(_forward_source(o, computed, group, block, one_channel),
                     f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 
 
 @cache
 def _weight_grad_kernel(c: int, o: int, cols: int, chans: int, dtype: str) -> Any:
     ints = ", ".join(["int64"] * 12)
-    return _compile(_weight_grad_source(c, o, cols, chans),
+    return compile_source(_weight_grad_source(c, o, cols, chans),
                     f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
-
-
-def _compile(source: str, signature: str) -> Any:
-    numba = compiled._numba()
-    kernel, cached = _kernel_function(source)
-    config = numba.core.config
-    with _compile_lock:  # the SLP switch is process-wide while it is on
-        saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
-        try:
-            return numba.njit(signature, cache=cached, fastmath={"contract"}, nogil=True, error_model="numpy",
-                              boundscheck=False)(kernel)
-        finally:
-            config.SLP_VECTORIZE = saved
-
-
-def _kernel_function(source: str) -> tuple[Any, bool]:
-    """The Python function ``kernel`` defined by ``source``, and whether numba may cache its machine code:
-    it may when the source could be written to a file under :func:`cache_dir` (numba caches only functions
-    defined in files), which saves the second or so each kernel takes to compile in later processes."""
-    text = _PRELUDE + source + "\n"
-    name = "xpcnn_direct_" + hashlib.sha256(text.encode()).hexdigest()[:20]
-    try:
-        folder = cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.py"
-        if not path.exists() or path.read_text() != text:
-            partial = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            partial.write_text(text)
-            os.replace(partial, path)  # atomic: another process never imports half a file
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # numba's cached code finds its globals by module name
-        spec.loader.exec_module(module)
-        return module.kernel, True
-    except OSError:  # no writable cache folder: compile in memory, once per process
-        namespace: dict[str, Any] = {}
-        exec(compile(text, f"<{name}>", "exec"), namespace)  # noqa: S102 - our own generated source
-        return namespace["kernel"], False
-
-
-def cache_dir() -> Path:
-    """Where generated kernel sources (and numba's cache of them) live: ``$XPCNN_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/xpcnn/direct`` (``~/.cache/xpcnn/direct``)."""
-    if folder := os.environ.get(CACHE_ENV):
-        return Path(folder)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "xpcnn" / "direct"
-
-
-_PRELUDE = """# Generated by xpcnn.backend.direct; safe to delete (it is written again when needed).
-import numba
-import numpy
-
-U = numba.uint64
-
-"""

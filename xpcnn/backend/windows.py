@@ -14,7 +14,7 @@ from typing import Any
 
 import array_api_compat
 
-from xpcnn.backend import compiled
+from xpcnn.backend import compiled, pooling
 from xpcnn.backend.namespaces import is_jax, namespace_of
 from xpcnn.backend.threads import split_batch
 
@@ -213,7 +213,7 @@ def window_mean(x: Any, windows: list[tuple], kernel: tuple[int, int], tiles: bo
         import numpy
         n, hp, wp, c = x.shape
         out = numpy.empty((n, hp // kernel[0], wp // kernel[1], c), dtype=x.dtype)
-        split_batch(lambda a, b: compiled.mean_pool_tiled(x[a:b], kernel, out[a:b]), n, x)
+        split_batch(lambda a, b: pooling.mean_pool_tiled(x[a:b], kernel, out[a:b]), n, x)
         return out
     y = x[windows[0]]
     for index in windows[1:]:
@@ -234,7 +234,7 @@ def tanh_window_mean(x: Any, windows: list[tuple], kernel: tuple[int, int], tile
 
         def part(a: int, b: int) -> None:
             numpy.tanh(x[a:b], out=y[a:b])
-            compiled.mean_pool_tiled(y[a:b], kernel, out[a:b])
+            pooling.mean_pool_tiled(y[a:b], kernel, out[a:b])
         split_batch(part, n, x)
         return y, out
     y = namespace_of(x).tanh(x)
@@ -250,9 +250,9 @@ def spread_mean_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: tu
         import numpy
         out = numpy.empty(padded_shape, dtype=g.dtype)
         if tanh_y is None:
-            split_batch(lambda a, b: compiled.mean_pool_tiled_grad(g[a:b], kernel, out[a:b]), g.shape[0], g)
+            split_batch(lambda a, b: pooling.mean_pool_tiled_grad(g[a:b], kernel, out[a:b]), g.shape[0], g)
         else:
-            split_batch(lambda a, b: compiled.mean_pool_tiled_tanh_grad(g[a:b], tanh_y[a:b], kernel, out[a:b]),
+            split_batch(lambda a, b: pooling.mean_pool_tiled_tanh_grad(g[a:b], tanh_y[a:b], kernel, out[a:b]),
                         g.shape[0], g)
         return out
     dx = _spread(g, padded_shape, kernel, windows, tiles)
