@@ -48,6 +48,11 @@ LANES: int | None = None
 MAX_CHANNELS: int | None = None
 #: Output channels one register block covers at most, in vectors: wider layers run in groups.
 GROUP_VECTORS = 2
+#: Kernel calls with fewer multiply-adds (times two; rows of zero padding not counted) than this run
+#: in the calling thread: waking the worker threads costs more than they save there (lenet5 training
+#: at batch 32 +10-21%, seed-deep +5-11%, against splitting every call; batch 128 even). Weight
+#: gradients count double: lenet5's first one (30 MFLOP at batch 128) run in one thread cost 5-6%.
+SPLIT_MIN_FLOPS = 32_000_000
 
 
 def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int, int]) -> str | None:
@@ -115,7 +120,7 @@ def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride
             stride[0], stride[1], dilation[0], dilation[1], first, last)
         partials[first] = taps
 
-    split_batch(part, n, like=x_padded, min_bytes=0)
+    _run_split(part, n, x_padded, 2 * 2 * n * ho * wo * o * c * kh * kw)  # counted double: see SPLIT_MIN_FLOPS
     taps = sum(partials[k] for k in sorted(partials))
     return numpy.transpose(taps, (3, 2, 0, 1))
 
@@ -140,8 +145,18 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
         run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), hp, wp, c, kh, kw, ho, wo,
             stride[0], stride[1], dilation[0], dilation[1], rows[0], rows[1], first, last)
 
-    split_batch(part, n, like=x, min_bytes=0)
+    taps_read = sum(rows[0] <= y * stride[0] + i * dilation[0] < rows[1] for y in range(ho) for i in range(kh)) * kw
+    _run_split(part, n, x, 2 * n * wo * computed * c * taps_read)
     return out
+
+
+def _run_split(part: Any, n: int, like: Any, flops: int) -> None:
+    """``part`` over the batch, split over the worker threads when the kernel has ``flops`` enough to
+    pay for waking them (:data:`SPLIT_MIN_FLOPS`)."""
+    if flops < SPLIT_MIN_FLOPS:
+        part(0, n)
+    else:
+        split_batch(part, n, like=like, min_bytes=0)
 
 
 def _computed_channels(o: int) -> int:
