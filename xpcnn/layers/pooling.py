@@ -41,18 +41,14 @@ class _Pool2D(Layer):
         return (n, c, ho, wo)
 
     def forward(self, x: Any) -> Any:
-        self._expect_rank(x, 4, "(N, C, H, W)")
-        self._namespace(x)
-        self.output_shape(tuple(x.shape))
-        y, self._ctx = type(self)._forward(x, self.kernel_size, self.stride, self.padding)
-        return y
+        return self._forward_with(x)
 
     def backward(self, grad_out: Any) -> Any:
         self._expect_cached(self._ctx)
         return type(self)._backward(grad_out, self._ctx)
 
-
-    def _forward_folded(self, x: Any, **activation: bool) -> Any:
+    def _forward_with(self, x: Any, **activation: bool) -> Any:
+        """The forward pass, of ``activation(x)`` where one is folded in (``relu=True``, ``tanh=True``)."""
         self._expect_rank(x, 4, "(N, C, H, W)")
         self._namespace(x)
         self.output_shape(tuple(x.shape))
@@ -69,7 +65,7 @@ class MaxPool2D(_Pool2D):
         The next :meth:`backward` then returns the gradient with respect to ``x`` (ReLU's included).
         :class:`~xpcnn.model.Sequential` uses it for a ReLU followed by a max-pool.
         """
-        return self._forward_folded(x, relu=True)
+        return self._forward_with(x, relu=True)
 
 
 class AvgPool2D(_Pool2D):
@@ -79,9 +75,9 @@ class AvgPool2D(_Pool2D):
     _backward = staticmethod(avg_pool2d_backward)
 
     def forward_tanh(self, x: Any) -> Any:
-        """``forward(tanh(x))`` in one step: each few images' ``tanh(x)`` is pooled while still in cache.
+        """``forward(tanh(x))`` in one step: each thread's share of ``tanh(x)`` is pooled while still in cache.
 
         The next :meth:`backward` then returns the gradient with respect to ``x`` (tanh's included, in
         the same pass). :class:`~xpcnn.model.Sequential` uses it for a Tanh followed by an average pool.
         """
-        return self._forward_folded(x, tanh=True)
+        return self._forward_with(x, tanh=True)
