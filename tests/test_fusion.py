@@ -51,6 +51,12 @@ def test_sequential_folds_relu_into_the_next_max_pool(rng) -> None:
     model = Sequential(_net()).to(dtype="float64")
     apart = Sequential(_net()).to(dtype="float64")
 
+    _assert_fold_matches_layers_apart(model, apart, x, grad_out, tol=1e-13)
+
+
+def _assert_fold_matches_layers_apart(model: Sequential, apart: Sequential, x, grad_out, tol: float) -> None:
+    """``model`` folds layer 1 into layer 2; its output, input gradient and parameter gradients equal
+    those of ``apart`` (the same layers) run one by one, and the folded layer kept no cache."""
     y = model.forward(x)
     assert model._folded == {1}
     grad_x = model.backward(grad_out, need_input_grad=True)
@@ -62,11 +68,11 @@ def test_sequential_folds_relu_into_the_next_max_pool(rng) -> None:
     for layer in reversed(apart.layers):
         g = layer.backward(g)
 
-    np.testing.assert_allclose(y, h, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(grad_x, g, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(y, h, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad_x, g, rtol=tol, atol=tol)
     for mine, theirs in zip(model.layers, apart.layers):
         for name in mine.grads:
-            np.testing.assert_allclose(mine.grads[name], theirs.grads[name], rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(mine.grads[name], theirs.grads[name], rtol=tol, atol=tol)
     with pytest.raises(RuntimeError, match="run forward first"):
         model.layers[1].backward(grad_out)
 
@@ -99,23 +105,7 @@ def test_sequential_folds_tanh_into_the_next_average_pool(dtype, rng) -> None:
     x = rng.standard_normal((5, 1, 8, 8)).astype(dtype)
     grad_out = rng.standard_normal((5, 3)).astype(dtype)
     model, apart = Sequential(net()).to(dtype=np.dtype(dtype).name), Sequential(net()).to(dtype=np.dtype(dtype).name)
-    y = model.forward(x)
-    assert model._folded == {1}
-    grad_x = model.backward(grad_out, need_input_grad=True)
-    h = x
-    for layer in apart.layers:
-        h = layer.forward(h)
-    g = grad_out
-    for layer in reversed(apart.layers):
-        g = layer.backward(g)
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    np.testing.assert_allclose(y, h, rtol=tol, atol=tol)
-    np.testing.assert_allclose(grad_x, g, rtol=tol, atol=tol)
-    for mine, theirs in zip(model.layers, apart.layers):
-        for name in mine.grads:
-            np.testing.assert_allclose(mine.grads[name], theirs.grads[name], rtol=tol, atol=tol)
-    with pytest.raises(RuntimeError, match="run forward first"):
-        model.layers[1].backward(grad_out)
+    _assert_fold_matches_layers_apart(model, apart, x, grad_out, tol=1e-12 if dtype == np.float64 else 1e-5)
 
 
 def test_only_an_activation_directly_before_its_pooling_layer_is_folded(rng) -> None:

@@ -145,9 +145,15 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
         run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), hp, wp, c, kh, kw, ho, wo,
             stride[0], stride[1], dilation[0], dilation[1], rows[0], rows[1], first, last)
 
-    taps_read = sum(rows[0] <= y * stride[0] + i * dilation[0] < rows[1] for y in range(ho) for i in range(kh)) * kw
+    taps_read = _rows_read(ho, kh, stride[0], dilation[0], rows) * kw
     _run_split(part, n, x, 2 * n * wo * computed * c * taps_read)
     return out
+
+
+@cache
+def _rows_read(ho: int, kh: int, sh: int, dh: int, rows: tuple[int, int]) -> int:
+    """(output row, kernel row) pairs whose input row lies inside ``rows``: the rows the kernel reads."""
+    return sum(rows[0] <= y * sh + i * dh < rows[1] for y in range(ho) for i in range(kh))
 
 
 def _run_split(part: Any, n: int, like: Any, flops: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import array_api_compat
 
 from xpcnn.backend import compiled, pooling
+from xpcnn.backend.elementwise import tanh_grad
 from xpcnn.backend.namespaces import is_jax, namespace_of
 from xpcnn.backend.threads import split_batch
 
@@ -256,7 +257,7 @@ def spread_mean_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: tu
                         g.shape[0], g)
         return out
     dx = _spread(g, padded_shape, kernel, windows, tiles)
-    return dx if tanh_y is None else dx * (1.0 - tanh_y * tanh_y)
+    return dx if tanh_y is None else tanh_grad(dx, tanh_y)
 
 
 def _spread(g: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int], windows: list[tuple],
@@ -289,8 +290,7 @@ def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tupl
     numba does it all in one compiled pass.
     """
     xp = namespace_of(g, x)
-    if (array_api_compat.is_numpy_array(x) and x.flags.c_contiguous
-            and y.flags.c_contiguous and compiled.available()):
+    if _compiled_numpy(x) and _compiled_numpy(y):
         import numpy
         out = numpy.empty(x.shape, dtype=g.dtype)
         split_batch(lambda a, b: compiled.max_pool_tiled_grad(x[a:b], y[a:b], g[a:b], kernel, out[a:b]),
