@@ -1,54 +1,44 @@
 """A/B of two xpcnn variants: training images/s of the same preset, interleaved in one process.
 
-A variant is an environment setting read at call time (``--env XPCNN_NUMBA=1 XPCNN_NUMBA=0``),
-a convolution lowering forced on every Conv2D (``--lowering auto columns``), or a module constant
-set before each call (``--set xpcnn.ops.conv.COLUMN_BUFFER_BYTES=2097152 ...=4194304``). Each timed block
-follows the harness's settle time, as in ``xpcnn bench``; the figure is the median of repeats.
+A variant is a setting of ``xpcnn.settings`` in force for each call (``--set kernels=True kernels=False``,
+``--set column_buffer_bytes=2097152 column_buffer_bytes=4194304``) or a convolution lowering forced on
+every Conv2D (``--lowering auto columns``). Each timed block follows the harness's settle time, as in
+``xpcnn bench``; the figure is the median of repeats.
 
-    python bench/ab.py --models mnist-cnn seed-deep --batch-sizes 32 128 --env XPCNN_NUMBA=1 XPCNN_NUMBA=0
+    python bench/ab.py --models mnist-cnn seed-deep --batch-sizes 32 128 --set kernels=True kernels=False
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import importlib
-import os
 import statistics
 from collections.abc import Callable
 
+import xpcnn
 from xpcnn import backend as B
 from xpcnn.bench.harness import XpcnnStep, _time
 from xpcnn.layers import Conv2D
 
 
-def variant(step: XpcnnStep, env: str | None, lowering: str | None, setting: str | None = None
-            ) -> Callable[[], None]:
-    """``step.train`` with ``env`` (``NAME=VALUE``) or ``setting`` (``module.NAME=literal``) set before
-    each call, or its convs forced to ``lowering``."""
+def variant(step: XpcnnStep, lowering: str | None, setting: str | None = None) -> Callable[[], None]:
+    """``step.train`` under ``setting`` (``NAME=LITERAL`` of ``xpcnn.settings``), or with its convs forced
+    to ``lowering``."""
     if setting is not None:
-        target, literal = setting.split("=", 1)
-        module_name, attribute = target.rsplit(".", 1)
-        module, value = importlib.import_module(module_name), ast.literal_eval(literal)
-        if not hasattr(module, attribute):
-            raise SystemExit(f"--set: {module_name} has no attribute {attribute!r}")
+        name, literal = setting.split("=", 1)
+        value = ast.literal_eval(literal)
 
         def run_with_setting() -> None:
-            setattr(module, attribute, value)
-            step.train()
+            with xpcnn.settings(**{name: value}):
+                step.train()
+        with xpcnn.settings(**{name: value}):  # an unknown name or bad value fails here, before any timing
+            pass
         return run_with_setting
     if lowering is not None:
         for layer in step.model.layers:
             if isinstance(layer, Conv2D):
                 layer.lowering = lowering
-    if env is None:
-        return step.train
-    name, value = env.split("=", 1)
-
-    def run() -> None:
-        os.environ[name] = value
-        step.train()
-    return run
+    return step.train
 
 
 def main() -> None:
@@ -57,9 +47,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     p.add_argument("--repeats", type=int, default=5)
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--env", nargs=2, metavar=("A", "B"), help="NAME=VALUE for each variant")
     group.add_argument("--lowering", nargs=2, metavar=("A", "B"), choices=["auto", "columns", "rows", "tiles", "direct"])
-    group.add_argument("--set", nargs=2, metavar=("A", "B"), help="module.NAME=LITERAL for each variant")
+    group.add_argument("--set", nargs=2, metavar=("A", "B"), help="NAME=LITERAL of xpcnn.settings for each variant")
     args = p.parse_args()
     placement = B.resolve("cpu")
     for model in args.models:
@@ -68,10 +57,9 @@ def main() -> None:
             runs = []
             for k in range(2):
                 step = XpcnnStep(model, batch, placement)
-                env = args.env[k] if args.env else None
                 lowering = args.lowering[k] if args.lowering else None
                 setting = args.set[k] if args.set else None
-                runs.append((env or lowering or setting, step, variant(step, env, lowering, setting)))
+                runs.append((lowering or setting, step, variant(step, lowering, setting)))
             times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
             for _ in range(args.repeats):
                 for label, step, fn in runs:

@@ -21,8 +21,8 @@ from xpcnn import backend as B
 from xpcnn import layers as L
 from xpcnn.cli.common import positive_int
 from xpcnn.models import PRESETS, build
-from xpcnn.ops import conv
-from xpcnn.ops.lowering import choose_lowering
+from xpcnn.kernels.numpy import conv, direct
+from xpcnn.kernels.numpy.lowering import choose_lowering
 
 
 def preset_convs() -> list[tuple[str, L.Conv2D, tuple[int, int, int], bool]]:
@@ -50,7 +50,7 @@ def time_lowering(layer: L.Conv2D, x: np.ndarray, kind: str, tile: int | None, n
             start = time.perf_counter()
             y, ctx = conv.conv2d_forward(x, layer.params["weight"], layer.params.get("bias"), layer.stride,
                                          layer.padding, layer.dilation, kind)
-            conv.conv2d_backward(np.ones_like(y), ctx, need_input_grad)
+            ctx.backward(np.ones_like(y), need_input_grad)
             times.append(time.perf_counter() - start)
     finally:
         conv.choose_lowering = original
@@ -71,7 +71,7 @@ def main() -> None:
         y_hw = layer.output_shape(x.shape)[2:]
         auto = choose_lowering(padded, tuple(layer.params["weight"].shape), layer.stride, layer.dilation, y_hw)
         variants = [("columns", None), ("rows", None)] + [("tiles", t) for t in args.tiles]
-        direct = B.direct.supports(x, tuple(layer.params["weight"].shape), layer.stride) is None
+        direct = direct.supports(x, tuple(layer.params["weight"].shape), layer.stride) is None
         if direct:
             variants.append(("direct", None))
         ms = {f"{kind}{tile or ''}": time_lowering(layer, x, kind, tile, need_input_grad, args.repeats)

@@ -1,4 +1,8 @@
-"""Shared fixtures: every backend-generic test runs once per available Array API backend."""
+"""Shared fixtures: every backend-generic test runs once per available Array API backend, and every
+test once per accelerator setting: the NumPy kernels with 2 worker threads (and every split
+threshold at zero, so small test arrays take the threaded paths), with 1 thread, and switched off
+(the portable reference ops only). Tests on another backend run under the first setting only: the
+kernels are NumPy's."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import xpcnn
 from xpcnn import backend as B
 from xpcnn.errors import BackendUnavailableError, DeviceUnavailableError
 
@@ -17,6 +22,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 BACKEND_PARAMS = ["numpy", "array_api_strict", "torch", "jax", "cupy", "torch-cuda"]
+
+#: Accelerator settings every test runs under (``$XPCNN_TEST_ACCEL``, comma-separated, picks some).
+ACCELERATORS = {
+    "threads2": {"kernels": True, "num_threads": 2, "split_min_bytes": 0, "direct_split_min_flops": 0,
+                 "split_min_matmul_flops": 0},
+    "threads1": {"kernels": True, "num_threads": 1},
+    "reference": {"kernels": False},
+}
+
+try:  # the tests check gradients in float64, which JAX computes only with x64 on (a process-wide switch)
+    import jax
+    jax.config.update("jax_enable_x64", True)
+except ImportError:
+    pass
 
 
 @dataclass
@@ -54,9 +73,37 @@ def selected_backends() -> list[str]:
     return [b for b in BACKEND_PARAMS if not chosen or b in chosen.split(",")]
 
 
-@pytest.fixture(params=selected_backends())
-def backend(request: pytest.FixtureRequest) -> Backend:
+def selected_accelerators() -> list[str]:
+    chosen = os.environ.get("XPCNN_TEST_ACCEL")
+    return [a for a in ACCELERATORS if not chosen or a in chosen.split(",")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test once per accelerator setting; a test on a backend other than NumPy under the first only."""
+    accelerators = selected_accelerators()
+    if "backend" in metafunc.fixturenames:
+        pairs = [(b, a) for b in selected_backends() for a in accelerators if b == "numpy" or a == accelerators[0]]
+        metafunc.parametrize(("backend", "accelerator"), pairs, indirect=True, ids=[f"{b}-{a}" for b, a in pairs])
+    else:
+        metafunc.parametrize("accelerator", accelerators, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def accelerator(request: pytest.FixtureRequest):
+    """The accelerator setting of this run of the test (see the module docstring)."""
+    with xpcnn.settings(**ACCELERATORS[request.param]):
+        yield request.param
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, accelerator: str) -> Backend:
     return make_backend(request.param)
+
+
+def needs_kernels(accelerator: str) -> None:
+    """Skip, saying why, a test of an accelerated kernel run with the kernels switched off."""
+    if accelerator == "reference":
+        pytest.skip("tests an accelerated kernel; the kernels are switched off in this run")
 
 
 @pytest.fixture

@@ -21,16 +21,20 @@ class Case:
     torch_fn: Callable[..., Any] | None     # (torch_x, **torch_params) -> torch_y
     input_shape: tuple[int, ...]
     positive_input: bool = False
-    numpy_only: str | None = None           # why the case runs on NumPy only (a skip reason elsewhere)
+    numpy_only: str | None = None           # why the case runs on NumPy's kernels only (a skip reason elsewhere)
+    needs_numba: bool = False
 
     def skip_reason(self, backend_name: str) -> str | None:
-        """Why this case cannot run on ``backend_name``, or None."""
+        """Why this case cannot run on ``backend_name`` with the current settings, or None."""
         if self.numpy_only is None:
             return None
         if backend_name != "numpy":
             return f"{self.numpy_only} (runs on NumPy only)"
-        from xpcnn.backend import compiled
-        return None if compiled.available() else "numba is not installed (pip install 'xpcnn[fast]')"
+        import xpcnn
+        if not xpcnn.settings.current().kernels:
+            return f"{self.numpy_only}, and the kernels are switched off in this run"
+        from xpcnn.kernels.numpy import compiled
+        return None if compiled.available() or not self.needs_numba else "numba is not installed (pip install 'xpcnn[fast]')"
 
 
 def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8), lowering="auto"):
@@ -43,8 +47,9 @@ def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, No
         return F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
     name = f"conv-{lowering}-c{cin}o{cout}-k{k}-s{stride}-p{padding}-d{dilation}-b{int(bias)}"
-    only = "the direct lowering is compiled for NumPy arrays" if lowering == "direct" else None
-    return Case(name, make, torch_fn, (shape[0], cin, shape[2], shape[3]), numpy_only=only)
+    only = f"the {lowering} lowering is a NumPy kernel" if lowering in ("rows", "tiles", "direct") else None
+    return Case(name, make, torch_fn, (shape[0], cin, shape[2], shape[3]), numpy_only=only,
+                needs_numba=lowering == "direct")
 
 
 _CONV_SPECS = [

@@ -52,28 +52,30 @@ def test_bench_without_reference(capsys) -> None:
 
 
 
-def test_layer_times_follow_the_relu_fold(monkeypatch) -> None:
+def test_layer_times_walk_the_plan(monkeypatch) -> None:
     """The per-layer breakdown runs the step as Sequential does: seed-deep's ReLU before the max-pool
-    never runs on its own, the max-pool runs as forward_relu, and every layer gets a row."""
+    never runs on its own, the fused pair runs as one step, and every layer gets a row."""
     from xpcnn import backend as B
     from xpcnn.bench.harness import XpcnnStep
-    from xpcnn.layers import MaxPool2D, ReLU
+    from xpcnn.layers import ReLU
+    from xpcnn.plan import FusedStep
 
     calls: list[str] = []
-    relu_forward, pool_forward_relu = ReLU.forward, MaxPool2D.forward_relu
+    relu_forward, fused_forward = ReLU.forward, FusedStep.forward
 
     def recording_relu(self, x):
         calls.append(self.name)
         return relu_forward(self, x)
 
-    def recording_fold(self, x):
-        calls.append(f"{self.name} with ReLU")
-        return pool_forward_relu(self, x)
+    def recording_fused(self, x):
+        calls.append(f"{self.pool.name} with ReLU")
+        return fused_forward(self, x)
 
     monkeypatch.setattr(ReLU, "forward", recording_relu)
-    monkeypatch.setattr(MaxPool2D, "forward_relu", recording_fold)
+    monkeypatch.setattr(FusedStep, "forward", recording_fused)
     step = XpcnnStep("seed-deep", 4, B.resolve("cpu"))
     rows = step.layer_times(repeats=1)
     assert [r["layer"] for r in rows] == [f"{i} {type(layer).__name__}" for i, layer in enumerate(step.model.layers)]
     assert calls == ["layer 1 (ReLU)", "layer 4 (MaxPool2D) with ReLU", "layer 7 (ReLU)"]
     assert all(r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in rows)
+    assert rows[3]["forward_ms"] == 0.0 and rows[4]["forward_ms"] > 0

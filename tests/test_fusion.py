@@ -9,7 +9,14 @@ import pytest
 from xpcnn import layers as L
 from xpcnn.model import Sequential
 from xpcnn.ops.activations import relu_backward, relu_forward, tanh_backward, tanh_forward
+from xpcnn.ops.fused import (
+    relu_max_pool2d_backward,
+    relu_max_pool2d_forward,
+    tanh_avg_pool2d_backward,
+    tanh_avg_pool2d_forward,
+)
 from xpcnn.ops.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from xpcnn.plan import FusedStep
 
 
 def _awkward_input(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -29,12 +36,12 @@ def test_pooled_relu_matches_relu_then_pool(kernel, stride, padding, backend, rn
     x = backend.asarray(x_host)
     r = relu_forward(x)
     expected, ctx = max_pool2d_forward(r, kernel, stride, padding)
-    fused, fused_ctx = max_pool2d_forward(x, kernel, stride, padding, relu=True)
+    fused, fused_ctx = relu_max_pool2d_forward(x, kernel, stride, padding)
     np.testing.assert_array_equal(backend.numpy(fused), backend.numpy(expected))
 
     grad_y = backend.asarray(rng.standard_normal(tuple(expected.shape)))
     expected_grad = relu_backward(max_pool2d_backward(grad_y, ctx), r)
-    fused_grad = max_pool2d_backward(grad_y, fused_ctx)
+    fused_grad = relu_max_pool2d_backward(grad_y, fused_ctx)
     np.testing.assert_array_equal(backend.numpy(fused_grad), backend.numpy(expected_grad))
     assert np.count_nonzero(backend.numpy(fused_grad)) > 0
 
@@ -57,9 +64,9 @@ def test_sequential_folds_relu_into_the_next_max_pool(rng) -> None:
 def _assert_fold_matches_layers_apart(model: Sequential, apart: Sequential, x, grad_out, tol: float) -> None:
     """``model`` folds layer 1 into layer 2; its output, input gradient and parameter gradients equal
     those of ``apart`` (the same layers) run one by one, and the folded layer kept no cache."""
+    assert [step.indices for step in model.plan if isinstance(step, FusedStep)] == [(1, 2)]
     y = model.forward(x)
-    assert model._folded == {1}
-    grad_x = model.backward(grad_out, need_input_grad=True)
+    grad_x = model.backward(grad_out)
 
     h = x
     for layer in apart.layers:
@@ -86,12 +93,12 @@ def test_pooled_tanh_matches_tanh_then_pool(kernel, stride, padding, backend, rn
     x = backend.asarray(rng.standard_normal((3, 4, 8, 9)) * 2)
     t = tanh_forward(x)
     expected, ctx = avg_pool2d_forward(t, kernel, stride, padding)
-    fused, fused_ctx = avg_pool2d_forward(x, kernel, stride, padding, tanh=True)
+    fused, fused_ctx = tanh_avg_pool2d_forward(x, kernel, stride, padding)
     np.testing.assert_allclose(backend.numpy(fused), backend.numpy(expected), rtol=1e-13, atol=1e-15)
 
     grad_y = backend.asarray(rng.standard_normal(tuple(expected.shape)))
     expected_grad = tanh_backward(avg_pool2d_backward(grad_y, ctx), t)
-    fused_grad = avg_pool2d_backward(grad_y, fused_ctx)
+    fused_grad = tanh_avg_pool2d_backward(grad_y, fused_ctx)
     np.testing.assert_allclose(backend.numpy(fused_grad), backend.numpy(expected_grad), rtol=1e-13, atol=1e-15)
     assert np.count_nonzero(backend.numpy(fused_grad)) > 0
 
@@ -113,5 +120,12 @@ def test_only_an_activation_directly_before_its_pooling_layer_is_folded(rng) -> 
               L.Tanh(), L.MaxPool2D(1), L.Tanh(), L.AvgPool2D(1), L.Tanh()]
     model = Sequential(layers).to(dtype="float64")
     model.forward(rng.standard_normal((1, 1, 8, 8)))
-    assert model._folded == {4, 8}
-    assert [model.fold(i) for i in (4, 8, 10)] == ["forward_relu", "forward_tanh", None]
+    assert [step.indices for step in model.plan] == [(0,), (1,), (2,), (3,), (4, 5), (6,), (7,), (8, 9), (10,)]
+    assert [type(step.pool).__name__ for step in model.plan if isinstance(step, FusedStep)] == ["MaxPool2D", "AvgPool2D"]
+
+
+def test_the_plan_follows_changes_to_the_layer_list(rng) -> None:
+    model = Sequential([L.ReLU(), L.MaxPool2D(2)])
+    assert [step.indices for step in model.plan] == [(0, 1)]
+    model.layers.insert(1, L.Tanh())
+    assert [step.indices for step in model.plan] == [(0,), (1,), (2,)]

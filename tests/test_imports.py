@@ -1,4 +1,5 @@
-"""Only xpcnn.backend may import numpy, cupy, torch, jax or numba; everything else stays generic."""
+"""The layering: only xpcnn.backend and xpcnn.kernels import array libraries, only xpcnn.kernels imports
+numba or threadpoolctl; everything else stays generic."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import xpcnn
 
-FORBIDDEN = {"numpy", "cupy", "cupyx", "torch", "jax", "jaxlib", "numba"}
+ARRAY_LIBRARIES = {"numpy", "cupy", "cupyx", "torch", "jax", "jaxlib"}
+ACCELERATORS = {"numba", "llvmlite", "threadpoolctl"}
 PACKAGE = Path(xpcnn.__file__).parent
 
 
@@ -23,19 +25,27 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-def test_only_backend_helpers_import_array_libraries() -> None:
-    offenders = {}
+def offenders(forbidden: set[str], allowed_under: set[str]) -> dict[str, list[str]]:
+    found = {}
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE)
-        if relative.parts[0] == "backend":
+        if relative.parts[0] in allowed_under:
             continue
-        bad = imported_roots(path) & FORBIDDEN
-        if bad:
-            offenders[str(relative)] = sorted(bad)
-    assert offenders == {}, f"array libraries imported outside xpcnn/backend: {offenders}"
+        if bad := imported_roots(path) & forbidden:
+            found[str(relative)] = sorted(bad)
+    return found
+
+
+def test_only_backend_and_kernels_import_array_libraries() -> None:
+    assert offenders(ARRAY_LIBRARIES, {"backend", "kernels"}) == {}
+
+
+def test_only_kernels_import_numba_or_threadpoolctl() -> None:
+    assert offenders(ACCELERATORS, {"kernels"}) == {}
 
 
 def test_checker_sees_imports(tmp_path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("import numpy as np\nfrom torch import nn\nfrom array_api_compat import numpy\n")
-    assert imported_roots(sample) >= {"numpy", "torch"}
+    sample.write_text("import numpy as np\nfrom torch import nn\nfrom array_api_compat import numpy\nimport numba\n"
+                      "from threadpoolctl import ThreadpoolController\n")
+    assert imported_roots(sample) >= {"numpy", "torch", "numba", "threadpoolctl"}

@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import needs_kernels
+
+import xpcnn
 from xpcnn import layers as L
-from xpcnn.backend import compiled
-from xpcnn.ops import conv
-from xpcnn.ops.lowering import choose_lowering
+from xpcnn.kernels.numpy import compiled, conv
+from xpcnn.kernels.numpy import direct as direct_kernels
+from xpcnn.kernels.numpy.lowering import choose_lowering
+from xpcnn.ops.conv import conv2d_backward
+
+
+@pytest.fixture(autouse=True)
+def _numpy_kernels(accelerator: str) -> None:
+    needs_kernels(accelerator)  # these test the NumPy kernels themselves
 
 
 @pytest.mark.parametrize("c, o, k, h, kind", [
@@ -49,7 +58,7 @@ def test_tiles_of_any_width_match_im2col(c, o, kh, kw, stride, padding, dilation
             y, ctx = conv.conv2d_forward(x, weight, bias, *geometry, kind)
             assert ctx.lowering.kind == kind
             grad_y = np.cos(np.arange(y.size, dtype=np.float64)).reshape(y.shape)
-            results.append((y, *conv.conv2d_backward(grad_y, ctx)))
+            results.append((y, *conv2d_backward(grad_y, ctx)))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -83,12 +92,11 @@ needs_numba = pytest.mark.skipif(not compiled.available(), reason="numba is not 
     (8, 8, 3, 28, 2, False),     # stride 2: the direct input gradient needs stride 1
 ])
 def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, direct) -> None:
-    from xpcnn.backend import direct as kernels
     if direct is None:
-        direct = kernels.max_channels() >= max(c, o)
+        direct = direct_kernels.max_channels() >= max(c, o)
     x = np.zeros((2, c, h, h), np.float32)
     _, ctx = conv.conv2d_forward(x, np.zeros((o, c, k, k), np.float32), None, (stride, stride), (0,) * 4, (1, 1))
-    assert isinstance(ctx, conv.DirectConvContext) is direct
+    assert isinstance(ctx, conv.DirectContext) is direct
 
 
 @needs_numba
@@ -103,21 +111,23 @@ def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, dire
     (48, 40, 2, 3, 0, 1, (5, 6)),   # groups of one vector (40 = 5 x 8) or all 40 at once (16 lanes)
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng, monkeypatch) -> None:
+def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> None:
     """Output and all three gradients of the direct kernels agree with im2col (to rounding)."""
-    from xpcnn.backend import direct as kernels
-    monkeypatch.setattr(kernels, "MAX_CHANNELS", 64)  # the grouped cases, whatever this machine's vectors
-    monkeypatch.setattr(kernels, "SPLIT_MIN_FLOPS", 0)  # batches split over the worker threads, as in training
+    with xpcnn.settings(direct_max_channels=64, direct_split_min_flops=0):  # grouped cases, split batches
+        _direct_against_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng)
+
+
+def _direct_against_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> None:
     x = rng.standard_normal((3, c, *hw)).astype(dtype)
     weight, bias = rng.standard_normal((o, c, kh, kw)).astype(dtype), rng.standard_normal(o).astype(dtype)
     geometry = ((1, 1), (padding,) * 4, (dilation, dilation))
     results = []
     for kind in ("columns", "direct"):
         y, ctx = conv.conv2d_forward(x, weight, bias, *geometry, kind)
-        assert isinstance(ctx, conv.DirectConvContext) is (kind == "direct")
+        assert isinstance(ctx, conv.DirectContext) is (kind == "direct")
         assert y.dtype == dtype
         grad_y = np.cos(np.arange(y.size, dtype=dtype)).reshape(y.shape)
-        results.append((y, *conv.conv2d_backward(grad_y, ctx)))
+        results.append((y, *conv2d_backward(grad_y, ctx)))
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for a, b in zip(*results):
         assert a.dtype == dtype
@@ -130,8 +140,8 @@ def test_direct_kernels_take_a_gradient_of_another_dtype(rng) -> None:
     x, weight = rng.standard_normal((2, 3, 8, 8)).astype(np.float32), rng.standard_normal((4, 3, 3, 3))
     y, ctx = conv.conv2d_forward(x, weight, None, (1, 1), (0,) * 4, (1, 1), "direct")
     assert y.dtype == np.float32
-    grad_x, grad_w, _ = conv.conv2d_backward(np.ones(y.shape), ctx)
+    grad_x, grad_w, _ = conv2d_backward(np.ones(y.shape), ctx)
     _, ref = conv.conv2d_forward(x, weight.astype(np.float32), None, (1, 1), (0,) * 4, (1, 1), "columns")
-    _, ref_w, _ = conv.conv2d_backward(np.ones(y.shape, np.float32), ref)
+    _, ref_w, _ = conv2d_backward(np.ones(y.shape, np.float32), ref)
     np.testing.assert_allclose(grad_w, ref_w, rtol=1e-4, atol=1e-4)
     assert np.all(np.isfinite(grad_x))

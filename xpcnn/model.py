@@ -7,18 +7,17 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.errors import CheckpointError, ShapeError
-from xpcnn.layers import LAYER_TYPES, AvgPool2D, Layer, MaxPool2D, ReLU, Tanh
-
-#: (activation, pooling layer) pairs that :meth:`Sequential.forward` runs as one step, and the pooling
-#: layer's method that does it. The pair's values and gradients are those of the two layers apart.
-FOLDS: dict[tuple[type, type], str] = {(ReLU, MaxPool2D): "forward_relu", (Tanh, AvgPool2D): "forward_tanh"}
+from xpcnn.kernels import step_scope
+from xpcnn.layers import LAYER_TYPES, Layer
+from xpcnn.plan import FusedStep, LayerStep, build_plan
 
 
 class Sequential:
     """Layers applied in order: ``forward`` runs them, ``backward`` runs their backward in reverse.
 
     Parameters are keyed ``"<index>.<name>"`` (``"0.weight"``), exactly as in a PyTorch
-    ``nn.Sequential``'s state dict.
+    ``nn.Sequential``'s state dict. The layers run as the steps of :attr:`plan` (an activation and
+    the pooling layer after it may run fused; :mod:`xpcnn.plan`).
     """
 
     def __init__(self, layers: list[Layer], name: str | None = None) -> None:
@@ -32,52 +31,37 @@ class Sequential:
         self.training = True
         self.placement: B.Placement = B.resolve("cpu")
         self.dtype = "float32"
-        self._folded: set[int] = set()  # activations the last forward ran inside the next layer (see fold)
+        self._plan: list[LayerStep | FusedStep] = []
+        self._plan_key: tuple[int, ...] = ()
+
+    @property
+    def plan(self) -> list[LayerStep | FusedStep]:
+        """The steps :meth:`forward` and :meth:`backward` run, built once (again if ``layers`` changes)."""
+        key = tuple(map(id, self.layers))
+        if key != self._plan_key:
+            self._plan, self._plan_key = build_plan(self.layers), key
+        return self._plan
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``).
-
-        An activation followed by a pooling layer of :data:`FOLDS` runs as one step of the pooling
-        layer (:meth:`MaxPool2D.forward_relu`, :meth:`AvgPool2D.forward_tanh`: the same values with
-        fewer passes over memory); :meth:`backward` skips such an activation, whose gradient the
-        pooling layer's backward includes.
-        """
-        self._folded = set()
-        i = 0
-        while i < len(self.layers):
-            if step := self.fold(i):
-                self.layers[i].forget()  # its output is never materialized; a stale cache would mislead
-                x = getattr(self.layers[i + 1], step)(x)
-                self._folded.add(i)
-                i += 2
-            else:
-                x = self.layers[i].forward(x)
-                i += 1
+        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``)."""
+        with step_scope(x):
+            for step in self.plan:
+                x = step.forward(x)
         return x
-
-    def fold(self, i: int) -> str | None:
-        """The method of layer ``i + 1`` that :meth:`forward` runs in place of layer ``i`` and it
-        (``"forward_relu"``, ``"forward_tanh"``), or None where layer ``i`` runs on its own."""
-        if i + 1 >= len(self.layers):
-            return None
-        return FOLDS.get((type(self.layers[i]), type(self.layers[i + 1])))
 
     __call__ = forward
 
-    def backward(self, grad_out: Any, need_input_grad: bool = False) -> Any:
-        """Backpropagate dL/d_out through every layer, filling each layer's ``grads``.
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        """Backpropagate dL/d_out through every layer, filling each layer's ``grads``; returns dL/d_input.
 
-        The first layer skips dL/d_input (it is rarely wanted and costs a full col2im);
-        pass ``need_input_grad=True`` to get it back.
+        ``need_input_grad=False`` lets the first layer skip dL/d_input (a convolution's costs a full
+        col2im) and may return None: trainers pass it, as nobody reads the gradient of the data.
         """
-        if self.layers:
-            self.layers[0].need_input_grad = need_input_grad
-        for i in reversed(range(len(self.layers))):
-            if i not in self._folded:
-                grad_out = self.layers[i].backward(grad_out)
-        if self.layers:
-            self.layers[0].need_input_grad = True
+        steps = self.plan
+        with step_scope(grad_out):
+            for k in reversed(range(len(steps))):
+                grad_out = steps[k].backward(grad_out, need_input_grad or k > 0)
         return grad_out
 
     def train(self) -> Sequential:
@@ -155,6 +139,7 @@ class Sequential:
         placement = B.resolve(device, backend)
         if dtype is not None and dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        B.check_dtype(placement.backend, dtype or self.dtype)
         self.dtype = dtype or self.dtype
         target_dtype = getattr(placement.xp, self.dtype)
         for layer in self.layers:

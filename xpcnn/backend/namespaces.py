@@ -52,14 +52,21 @@ def namespace_for(name: str) -> Any:
     check_backend_name(name)
     try:
         importlib.import_module(_LIBRARY[name])
-        if name == "jax":
-            import jax
-            jax.config.update("jax_enable_x64", True)  # float64 for gradient checks
         return importlib.import_module(_COMPAT_MODULE[name])
     except ImportError as exc:
         raise BackendUnavailableError(
             f"backend {name!r} is not installed ({exc}); install it with: {_INSTALL_HINT[name]}"
         ) from None
+
+
+def check_dtype(name: str, dtype: str) -> None:
+    """Raise ValueError where backend ``name`` cannot hold ``dtype`` as asked: JAX computes in float32
+    unless its process-wide ``jax_enable_x64`` switch is on, which xpcnn never turns on by itself."""
+    if name == "jax" and dtype == "float64":
+        import jax
+        if not jax.config.jax_enable_x64:
+            raise ValueError("JAX holds float64 only with x64 enabled, a process-wide switch xpcnn leaves to you: "
+                             "call jax.config.update('jax_enable_x64', True) first, or use dtype='float32'")
 
 
 def is_available(name: str) -> bool:
@@ -112,6 +119,16 @@ def namespace_of(*arrays: Any, where: str = "xpcnn") -> Any:
             f"{where}: arrays on different devices met ({', '.join(map(str, devices))}); "
             f"move the model and the data to one device with model.to(device)")
     return xp
+
+
+def backend_of(x: Any) -> str:
+    """The backend name (one of :data:`BACKENDS`) of array ``x``; NumPy arrays answer in one type check."""
+    if type(x) is np.ndarray:
+        return "numpy"
+    try:
+        return backend_name(array_api_compat.array_namespace(x))
+    except (TypeError, BackendUnavailableError):
+        return "other"
 
 
 def device_of(x: Any) -> Any:

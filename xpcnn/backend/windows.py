@@ -14,10 +14,7 @@ from typing import Any
 
 import array_api_compat
 
-from xpcnn.backend import compiled, pooling
-from xpcnn.backend.elementwise import tanh_grad
 from xpcnn.backend.namespaces import is_jax, namespace_of
-from xpcnn.backend.threads import split_batch
 
 
 def channels_last(x: Any) -> Any:
@@ -147,20 +144,12 @@ def col2im_matmul(g: Any, w_matrix: Any, padded_shape: tuple[int, int, int, int]
     """``col2im(g @ w_matrix.T)``: the input gradient of an im2col GEMM ``patches @ w_matrix``.
 
     g: ``(n*Ho*Wo, O)``; w_matrix: ``(kh*kw*C, O)`` with rows ordered (offset, channel);
-    padded_shape: ``(n, Hp, Wp, C)``; ``out``/``first`` as in :func:`col2im`. NumPy with numba
-    makes one GEMM and adds its rows in one compiled pass; elsewhere ``kh*kw`` GEMMs give
+    padded_shape: ``(n, Hp, Wp, C)``; ``out``/``first`` as in :func:`col2im`. ``kh*kw`` GEMMs give
     offset-major blocks for :func:`col2im`'s whole-row additions.
     """
     xp = namespace_of(g, w_matrix)
-    (kh, kw), (ho, wo) = kernel, out_hw
-    n, _, _, c = padded_shape
-    o = w_matrix.shape[1]
-    if out is None:
-        out = xp.zeros(padded_shape, dtype=g.dtype, device=array_api_compat.device(g))
-    if (array_api_compat.is_numpy_array(out) and out.flags.c_contiguous and out.dtype == g.dtype
-            and compiled.available()):
-        patches = xp.reshape(g @ xp.permute_dims(w_matrix, (1, 0)), (n, ho, wo, kh * kw, c))
-        return compiled.col2im_into(patches, out, first, kernel, stride, dilation)
+    kh, kw = kernel
+    c, o = padded_shape[3], w_matrix.shape[1]
     w_offsets = xp.permute_dims(xp.reshape(w_matrix, (kh * kw, c, o)), (0, 2, 1))  # (kk, O, C)
     blocks = xp.matmul(g[None, ...], w_offsets)  # (kk, m, C)
     return col2im(blocks, padded_shape, kernel, out_hw, stride, dilation, out=out, first=first)
@@ -182,135 +171,3 @@ def _strided_windows(x: Any, kernel: tuple[int, int], out_hw: tuple[int, int], s
         s0, s1, s2, s3 = x.stride()
         return x.as_strided(shape, (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), x.storage_offset())
     return None
-
-
-def window_max(x: Any, windows: list[tuple]) -> Any:
-    """Element-wise maximum of ``x[index]`` over the window slices (each ``(slice(None), rows, cols,
-    slice(None))`` of an ``(N, H, W, C)`` array): max-pooling's forward. NumPy splits the batch axis
-    over the worker threads and keeps one output buffer; other backends chain ``maximum``."""
-    xp = namespace_of(x)
-    if not array_api_compat.is_numpy_array(x) or len(windows) < 2:
-        y = x[windows[0]]
-        for index in windows[1:]:
-            y = xp.maximum(y, x[index])
-        return y
-    import numpy
-    out = numpy.empty(x[windows[0]].shape, dtype=x.dtype)
-
-    def part(a: int, b: int) -> None:
-        rows = x[a:b]
-        numpy.maximum(rows[windows[0]], rows[windows[1]], out=out[a:b])
-        for index in windows[2:]:
-            numpy.maximum(out[a:b], rows[index], out=out[a:b])
-    split_batch(part, x.shape[0], x)
-    return out
-
-
-def window_mean(x: Any, windows: list[tuple], kernel: tuple[int, int], tiles: bool) -> Any:
-    """Element-wise mean of ``x[index]`` over the window slices of ``(N, Hp, Wp, C)`` array ``x``:
-    average pooling's forward, ``(N, Ho, Wo, C)``. Where the windows tile ``x`` exactly (``tiles``),
-    NumPy with numba makes one compiled pass split over the worker threads."""
-    if tiles and _compiled_numpy(x):
-        import numpy
-        n, hp, wp, c = x.shape
-        out = numpy.empty((n, hp // kernel[0], wp // kernel[1], c), dtype=x.dtype)
-        split_batch(lambda a, b: pooling.mean_pool_tiled(x[a:b], kernel, out[a:b]), n, x)
-        return out
-    y = x[windows[0]]
-    for index in windows[1:]:
-        y = y + x[index]
-    return y / float(len(windows))
-
-
-def tanh_window_mean(x: Any, windows: list[tuple], kernel: tuple[int, int], tiles: bool) -> tuple[Any, Any]:
-    """``y = tanh(x)`` ``(N, Hp, Wp, C)`` and :func:`window_mean` of ``y``, ``(N, Ho, Wo, C)``. Where
-    :func:`window_mean` makes a compiled pass, each worker thread pools its share of ``y`` right after
-    computing it, while it is still in cache. (Pooling every few images' share right away measured
-    7-9% slower in lenet5's training at batch 128 than a thread's whole share at once.)"""
-    if tiles and _compiled_numpy(x):
-        import numpy
-        n, hp, wp, c = x.shape
-        y = numpy.empty_like(x)
-        out = numpy.empty((n, hp // kernel[0], wp // kernel[1], c), dtype=x.dtype)
-
-        def part(a: int, b: int) -> None:
-            numpy.tanh(x[a:b], out=y[a:b])
-            pooling.mean_pool_tiled(y[a:b], kernel, out[a:b])
-        split_batch(part, n, x)
-        return y, out
-    y = namespace_of(x).tanh(x)
-    return y, window_mean(y, windows, kernel, tiles)
-
-
-def spread_mean_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
-                     windows: list[tuple], tiles: bool, tanh_y: Any = None) -> Any:
-    """Gradient of :func:`window_mean`: each ``(N, Ho, Wo, C)`` output gradient divided by the window
-    size and added over its window; ``(N, Hp, Wp, C)``. Given ``tanh_y`` (``y`` of
-    :func:`tanh_window_mean`), the gradient with respect to that function's ``x``: times ``1 - y*y``."""
-    if tiles and _compiled_numpy(g) and (tanh_y is None or _compiled_numpy(tanh_y)):
-        import numpy
-        out = numpy.empty(padded_shape, dtype=g.dtype)
-        if tanh_y is None:
-            split_batch(lambda a, b: pooling.mean_pool_tiled_grad(g[a:b], kernel, out[a:b]), g.shape[0], g)
-        else:
-            split_batch(lambda a, b: pooling.mean_pool_tiled_tanh_grad(g[a:b], tanh_y[a:b], kernel, out[a:b]),
-                        g.shape[0], g)
-        return out
-    dx = _spread(g, padded_shape, kernel, windows, tiles)
-    return dx if tanh_y is None else tanh_grad(dx, tanh_y)
-
-
-def _spread(g: Any, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int], windows: list[tuple],
-            tiles: bool) -> Any:
-    xp = namespace_of(g)
-    g = g / float(kernel[0] * kernel[1])
-    n, hp, wp, c = padded_shape
-    if tiles:  # each input value in exactly one window: one broadcast copy
-        (kh, kw), ho, wo = kernel, hp // kernel[0], wp // kernel[1]
-        spread = xp.broadcast_to(xp.reshape(g, (n, ho, 1, wo, 1, c)), (n, ho, kh, wo, kw, c))
-        return xp.reshape(spread, padded_shape)
-    dx = xp.zeros(padded_shape, dtype=g.dtype, device=array_api_compat.device(g))
-    for index in windows:
-        dx = add_at(dx, index, g)
-    return dx
-
-
-def _compiled_numpy(x: Any) -> bool:
-    return array_api_compat.is_numpy_array(x) and x.flags.c_contiguous and compiled.available()
-
-
-def first_max_grad(x: Any, y: Any, g: Any, kernel: tuple[int, int], out_hw: tuple[int, int]) -> Any:
-    """Max-pool gradient for windows that tile ``(N, Hp, Wp, C)`` array ``x`` exactly (stride = kernel):
-    each window's first maximum in row-major order takes its output's gradient (as PyTorch), given the
-    output ``y`` and gradient ``g`` ``(N, Ho, Wo, C)``. Returns ``(N, Hp, Wp, C)``. It writes into a fresh
-    array, so it needs a backend with mutable arrays (not JAX; callers use the general path there).
-
-    Per kernel offset, one strided slice is compared with the output and a "not yet routed" mask
-    over the outputs tracks ties, so no step works on more than an output-sized array; NumPy with
-    numba does it all in one compiled pass.
-    """
-    xp = namespace_of(g, x)
-    if _compiled_numpy(x) and _compiled_numpy(y):
-        import numpy
-        out = numpy.empty(x.shape, dtype=g.dtype)
-        split_batch(lambda a, b: compiled.max_pool_tiled_grad(x[a:b], y[a:b], g[a:b], kernel, out[a:b]),
-                    x.shape[0], x)
-        return out
-    n, hp, wp, c = x.shape
-    (kh, kw), (ho, wo) = kernel, out_hw
-    windows = xp.reshape(x, (n, ho, kh, wo, kw, c))
-    dx = xp.empty(windows.shape, dtype=g.dtype, device=array_api_compat.device(g))
-    unrouted = None
-    offsets = [(i, j) for i in range(kh) for j in range(kw)]
-    for k, (i, j) in enumerate(offsets):
-        if k == len(offsets) - 1 and unrouted is not None:
-            takes = unrouted  # the window's maximum is here if no earlier offset had it
-        else:
-            takes = windows[:, :, i, :, j, :] == y
-            if unrouted is None:
-                unrouted = xp.logical_not(takes)
-            else:
-                takes = xp.logical_and(takes, unrouted)
-                unrouted = xp.logical_and(unrouted, xp.logical_not(takes))
-        dx[:, :, i, :, j, :] = g * xp.astype(takes, g.dtype)
-    return xp.reshape(dx, (n, hp, wp, c))

@@ -16,6 +16,8 @@ from xpcnn import backend as B
 from xpcnn import models
 from xpcnn.backend import profiling
 from xpcnn.bench.flops import inference_flops, training_flops
+from xpcnn.kernels import step_scope
+from xpcnn.kernels.numpy.compiled import warm_up
 from xpcnn.losses import SoftmaxCrossEntropy
 from xpcnn.optim import Adam
 
@@ -37,7 +39,7 @@ class XpcnnStep:
     def train(self) -> None:
         self.model.train()
         self.loss.forward(self.model.forward(self.x), self.y)
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(), need_input_grad=False)
         self.optimizer.step()
 
     def infer(self) -> None:
@@ -49,33 +51,32 @@ class XpcnnStep:
         profiling.synchronize(self.placement)
 
     def layer_times(self, repeats: int = 5) -> list[dict[str, Any]]:
-        """Median forward and backward seconds of each layer inside a training step.
-
-        An activation that :class:`~xpcnn.model.Sequential` folds into the next pooling layer shows
-        0 ms; the pooling layer's figures include it, as in a real step."""
-        model, times = self.model.train(), [([], []) for _ in self.model.layers]
-        folded = [model.fold(i) for i in range(len(model.layers))]
+        """Median forward and backward milliseconds of each layer inside a training step, walking the
+        model's plan as a step does. A fused step's time goes to its last layer (the pooling layer);
+        the activation folded into it shows 0 ms."""
+        model = self.model.train()
+        times = {i: ([], []) for i in range(len(model.layers))}
+        steps = model.plan
         for _ in range(repeats):
             x = self.x
-            for i, (layer, (fwd, _)) in enumerate(zip(model.layers, times)):
-                start = time.perf_counter()
-                if not folded[i]:
-                    x = getattr(layer, folded[i - 1])(x) if i > 0 and folded[i - 1] else layer.forward(x)
+            with step_scope(x):
+                for step in steps:
+                    start = time.perf_counter()
+                    x = step.forward(x)
                     self.sync_array(x)
-                fwd.append(time.perf_counter() - start)
-            self.loss.forward(x, self.y)
-            grad = self.loss.backward()
-            model.layers[0].need_input_grad = False
-            for i in reversed(range(len(model.layers))):
-                start = time.perf_counter()
-                if not folded[i]:
-                    grad = model.layers[i].backward(grad)
+                    times[step.indices[-1]][0].append(time.perf_counter() - start)
+                self.loss.forward(x, self.y)
+                grad = self.loss.backward()
+                for k in reversed(range(len(steps))):
+                    start = time.perf_counter()
+                    grad = steps[k].backward(grad, need_input_grad=k > 0)
                     if grad is not None:
                         self.sync_array(grad)
-                times[i][1].append(time.perf_counter() - start)
-            model.layers[0].need_input_grad = True
-        return [{"layer": f"{i} {type(layer).__name__}", "forward_ms": 1e3 * statistics.median(f),
-                 "backward_ms": 1e3 * statistics.median(b)} for i, (layer, (f, b)) in enumerate(zip(model.layers, times))]
+                    times[steps[k].indices[-1]][1].append(time.perf_counter() - start)
+        return [{"layer": f"{i} {type(layer).__name__}",
+                 "forward_ms": 1e3 * statistics.median(times[i][0]) if times[i][0] else 0.0,
+                 "backward_ms": 1e3 * statistics.median(times[i][1]) if times[i][1] else 0.0}
+                for i, layer in enumerate(model.layers)]
 
     def sync_array(self, x: Any) -> None:
         profiling.block_until_ready(x)
@@ -117,7 +118,7 @@ def measure(model: str, batch_size: int, backend: str | None = None, device: str
     Each timed block of ``steps`` calls follows ``settle`` seconds of untimed calls of the same kind.
     """
     placement = B.resolve(device, backend)
-    B.compiled.warm_up()
+    warm_up()
     ours = XpcnnStep(model, batch_size, placement)
     ref = None
     if reference == "torch":

@@ -26,7 +26,8 @@ def measure_in_subprocess(engine: str, model: str, batch_size: int, steps: int =
 def _main(engine: str, model: str, batch_size: int, steps: int) -> None:
     from xpcnn import backend as B
     from xpcnn.bench.harness import XpcnnStep
-    B.compiled.warm_up()  # numba's compiler is a one-time cost of the process, like the libraries' own memory
+    from xpcnn.kernels.numpy.compiled import warm_up
+    warm_up()  # numba's compiler is a one-time cost of the process, like the libraries' own memory
     ours = XpcnnStep(model, batch_size, B.resolve("cpu"))
     step = ours.train
     if engine == "torch":

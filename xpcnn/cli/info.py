@@ -46,4 +46,33 @@ def run(args: argparse.Namespace) -> int:
         if name == "array_api_strict":
             devices = ["CPU_DEVICE", "device1", "device2"]
         print(f"  {name:<17} {version:<10} {', '.join(devices)}")
+    _print_kernels()
     return 0
+
+
+def _print_kernels() -> None:
+    """Which accelerated kernels and settings a NumPy step runs with here."""
+    from xpcnn.kernels import kernels
+    from xpcnn.kernels.numpy import compiled, threads
+    from xpcnn.settings import current
+    settings = current()
+    ops = sorted({k.op for k in kernels("numpy")})
+    state = "on" if settings.kernels else "off (XPCNN_KERNELS=0: the reference ops run)"
+    print(f"kernels: {state}; NumPy kernels for {', '.join(ops)}")
+    numba = _distribution_version("numba")
+    if numba:
+        print(f"  numba {numba}: compiled kernels with {compiled.vector_lanes() * 32}-bit vectors")
+    else:
+        print("  numba: not installed (no compiled kernels: pip install 'xpcnn[fast]')")
+    if threads._blas_libraries() is None:
+        print("  worker threads: off (threadpoolctl is not installed: pip install 'xpcnn[fast]')")
+    else:
+        print(f"  worker threads: {threads.workers()} (XPCNN_NUM_THREADS to change); OpenBLAS held to one thread "
+              "during a step")
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xpcnn import __version__
+from xpcnn import __version__, enable_wide_vectors
 from xpcnn.cli import bench, evaluate, info, train
 from xpcnn.errors import XpcnnError
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear line on stderr and a non-zero exit for bad input, never a traceback."""
     args = build_parser().parse_args(argv)
+    enable_wide_vectors()  # process-wide numba setting: the command owns its process (see its docstring)
     try:
         return int(args.run(args) or 0)
     except (XpcnnError, ValueError, OSError) as exc:

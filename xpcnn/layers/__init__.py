@@ -8,11 +8,19 @@ from xpcnn.layers.pooling import AvgPool2D, MaxPool2D
 from xpcnn.layers.regularization import BatchNorm2D, Dropout
 from xpcnn.layers.reshape import Flatten
 
+#: PyTorch's names for the same layers.
+Conv2d, Linear, MaxPool2d, AvgPool2d, BatchNorm2d = Conv2D, Dense, MaxPool2D, AvgPool2D, BatchNorm2D
+
 #: Layer classes by name, for rebuilding a model from its saved config.
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Dense, ReLU, LeakyReLU, Tanh,
                                              Sigmoid, Flatten, Dropout, BatchNorm2D)}
 
 __all__ = [
+                                             "AvgPool2d",
+                                             "BatchNorm2d",
+                                             "Conv2d",
+                                             "Linear",
+                                             "MaxPool2d",
                                              "LAYER_TYPES",
                                              "AvgPool2D",
                                              "BatchNorm2D",

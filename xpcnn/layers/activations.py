@@ -23,13 +23,9 @@ class _FromOutput(Layer):
         self._y = type(self)._forward(x)
         return self._y
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._y)
         return type(self)._backward(grad_out, self._y)
-
-    def forget(self) -> None:
-        """Drop the cached output (a later :meth:`backward` then asks for a forward first)."""
-        self._y = None
 
 
 class ReLU(_FromOutput):
@@ -66,6 +62,6 @@ class LeakyReLU(Layer):
         self._x = x
         return act.leaky_relu_forward(x, self.negative_slope)
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._x)
         return act.leaky_relu_backward(grad_out, self._x, self.negative_slope)

@@ -36,7 +36,6 @@ class Layer:
         self.grads: dict[str, Any] = {}
         self.buffers: dict[str, Any] = {}
         self.training = True
-        self.need_input_grad = True
         self.name = type(self).__name__
         self.placement: B.Placement | None = None
 
@@ -45,8 +44,11 @@ class Layer:
         """Compute the output for input ``x`` and cache what :meth:`backward` needs."""
         raise NotImplementedError
 
-    def backward(self, grad_out: Any) -> Any:
-        """Take dL/d_out, store parameter gradients in ``grads`` and return dL/d_in."""
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        """Take dL/d_out, store parameter gradients in ``grads`` and return dL/d_in, shaped like the input.
+
+        With ``need_input_grad=False`` a layer may skip computing dL/d_in and return None (the first
+        layer of a model, whose input gradient nobody reads: it would cost a convolution)."""
         raise NotImplementedError
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -6,8 +6,7 @@ from typing import Any
 
 from xpcnn.errors import ShapeError
 from xpcnn.layers.base import Layer, sub_seed, uniform_init
-from xpcnn.ops.conv import conv2d_backward, conv2d_forward
-from xpcnn.ops.lowering import check_lowering
+from xpcnn.ops.conv import check_lowering, conv2d_backward, conv2d_forward
 from xpcnn.ops.shapes import output_hw, pair, resolve_padding
 
 
@@ -17,11 +16,15 @@ class Conv2D(Layer):
     weight ``(out_channels, in_channels, kh, kw)``, bias ``(out_channels,)``; padding is an int,
     a pair, ``"same"`` or ``"valid"``. Output ``(N, out_channels, Ho, Wo)``.
 
-    ``lowering`` picks how the convolution is computed: ``"auto"`` (default: the cheaper for the
-    shapes), the matrix products ``"columns"`` (im2col), ``"rows"`` (banded weights) or ``"tiles"``
-    (banded weights for tiles of a few output columns), or ``"direct"`` (compiled loops for few
-    channels on NumPy with numba, stride 1); see :mod:`xpcnn.ops.lowering`. It changes speed only,
-    never the result beyond rounding.
+    ``lowering`` picks how the convolution is computed: ``"auto"`` (default: the accelerated kernel
+    for the backend and shapes where one applies, else the reference im2col), ``"columns"`` (im2col),
+    or one of the NumPy kernels: ``"rows"`` (banded weights), ``"tiles"`` (banded weights for tiles of
+    a few output columns), ``"direct"`` (compiled loops for few channels, numba, stride 1); see
+    :mod:`xpcnn.kernels.numpy.lowering`. It changes speed only, never the result beyond rounding;
+    a NumPy-only lowering on another backend raises ValueError at the first forward pass.
+
+    Raises ValueError for non-positive sizes or an unknown ``padding`` or ``lowering``, and
+    :class:`~xpcnn.errors.ShapeError` for an input with the wrong channel count or smaller than the kernel.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -76,9 +79,9 @@ class Conv2D(Layer):
                                       self.stride, self.padding, self.dilation, self.lowering)
         return y
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._ctx)
-        grad_x, grad_w, grad_b = conv2d_backward(grad_out, self._ctx, self.need_input_grad)
+        grad_x, grad_w, grad_b = conv2d_backward(grad_out, self._ctx, need_input_grad)
         self.grads["weight"] = grad_w
         if grad_b is not None:
             self.grads["bias"] = grad_b

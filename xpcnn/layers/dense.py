@@ -41,10 +41,10 @@ class Dense(Layer):
         self._x = x
         return linear_forward(x, self.params["weight"], self.params.get("bias"))
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._x)
         grad_x, grad_w, grad_b = linear_backward(grad_out, self._x, self.params["weight"], self.use_bias,
-                                                 self.need_input_grad)
+                                                 need_input_grad)
         self.grads["weight"] = grad_w
         if grad_b is not None:
             self.grads["bias"] = grad_b

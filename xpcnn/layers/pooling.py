@@ -40,44 +40,30 @@ class _Pool2D(Layer):
                              f"{self.kernel_size[0]}x{self.kernel_size[1]} pooling window")
         return (n, c, ho, wo)
 
-    def forward(self, x: Any) -> Any:
-        return self._forward_with(x)
-
-    def backward(self, grad_out: Any) -> Any:
-        self._expect_cached(self._ctx)
-        return type(self)._backward(grad_out, self._ctx)
-
-    def _forward_with(self, x: Any, **activation: bool) -> Any:
-        """The forward pass, of ``activation(x)`` where one is folded in (``relu=True``, ``tanh=True``)."""
+    def check_input(self, x: Any) -> None:
+        """Raise :class:`ShapeError` unless ``x`` is an ``(N, C, H, W)`` array at least one window large."""
         self._expect_rank(x, 4, "(N, C, H, W)")
         self._namespace(x)
         self.output_shape(tuple(x.shape))
-        y, self._ctx = type(self)._forward(x, self.kernel_size, self.stride, self.padding, **activation)
+
+    def forward(self, x: Any) -> Any:
+        self.check_input(x)
+        y, self._ctx = type(self)._forward(x, self.kernel_size, self.stride, self.padding)
         return y
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        self._expect_cached(self._ctx)
+        return type(self)._backward(grad_out, self._ctx)
 
 
 class MaxPool2D(_Pool2D):
-    """Max over ``kernel_size`` windows (stride defaults to the kernel); ties send the gradient to the first maximum."""
-
-    def forward_relu(self, x: Any) -> Any:
-        """``forward(relu(x))`` without materializing ``relu(x)``: the ReLU runs on the pooled output.
-
-        The next :meth:`backward` then returns the gradient with respect to ``x`` (ReLU's included).
-        :class:`~xpcnn.model.Sequential` uses it for a ReLU followed by a max-pool.
-        """
-        return self._forward_with(x, relu=True)
+    """Max over ``kernel_size`` windows of ``(N, C, H, W)`` input (stride defaults to the kernel; padding
+    counts as -inf); ties send the gradient to the first maximum in row-major order, as PyTorch."""
 
 
 class AvgPool2D(_Pool2D):
-    """Mean over ``kernel_size`` windows (stride defaults to the kernel; zero padding counts, as in PyTorch)."""
+    """Mean over ``kernel_size`` windows of ``(N, C, H, W)`` input (stride defaults to the kernel; zero
+    padding counts, as in PyTorch)."""
 
     _forward = staticmethod(avg_pool2d_forward)
     _backward = staticmethod(avg_pool2d_backward)
-
-    def forward_tanh(self, x: Any) -> Any:
-        """``forward(tanh(x))`` in one step: each thread's share of ``tanh(x)`` is pooled while still in cache.
-
-        The next :meth:`backward` then returns the gradient with respect to ``x`` (tanh's included, in
-        the same pass). :class:`~xpcnn.model.Sequential` uses it for a Tanh followed by an average pool.
-        """
-        return self._forward_with(x, tanh=True)

@@ -36,7 +36,7 @@ class Dropout(Layer):
         self._mask = dropout_mask(keep, self.p, x.dtype)
         return dropout_forward(x, self._mask)
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         return grad_out if self._mask is None else dropout_backward(grad_out, self._mask)
 
 
@@ -79,7 +79,7 @@ class BatchNorm2D(Layer):
         self.buffers["running_mean"], self.buffers["running_var"] = mean, var
         return y
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._ctx)
         grad_x, grad_gamma, grad_beta = batch_norm2d_backward(grad_out, self.params["weight"], self._ctx)
         self.grads["weight"], self.grads["bias"] = grad_gamma, grad_beta

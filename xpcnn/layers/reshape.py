@@ -23,6 +23,6 @@ class Flatten(Layer):
         self._shape = tuple(x.shape)
         return xp.reshape(x, self.output_shape(self._shape))
 
-    def backward(self, grad_out: Any) -> Any:
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._shape)
         return self._namespace(grad_out).reshape(grad_out, self._shape)

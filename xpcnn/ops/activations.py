@@ -1,20 +1,27 @@
-"""Element-wise activations: each forward returns the output, each backward takes what it cached."""
+"""Element-wise activations: each forward returns the output, each backward takes what it cached.
+
+Any shape; the output has the input's shape and dtype.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from xpcnn import backend as B
+from xpcnn.kernels import dispatch
 
 
+@dispatch("relu")
 def relu_forward(x: Any) -> Any:
-    """``max(x, 0)``, any shape."""
-    return B.elementwise.relu(x)
+    """``max(x, 0)``."""
+    return B.namespace_of(x).maximum(x, 0.0)
 
 
+@dispatch("relu_grad")
 def relu_backward(grad_y: Any, y: Any) -> Any:
-    """Gradient of ReLU given its output ``y`` (zero where ``y == 0``, as PyTorch)."""
-    return B.elementwise.relu_grad(grad_y, y)
+    """Gradient of ReLU given its output ``y``: ``grad_y * (y > 0)`` (no gradient where ``y == 0``, as PyTorch)."""
+    xp = B.namespace_of(grad_y, y)
+    return grad_y * xp.astype(y > 0, grad_y.dtype)  # a multiply by a 0/1 mask: NumPy's `where` is ~7x slower
 
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:
@@ -33,9 +40,10 @@ def tanh_forward(x: Any) -> Any:
     return B.namespace_of(x).tanh(x)
 
 
+@dispatch("tanh_grad")
 def tanh_backward(grad_y: Any, y: Any) -> Any:
-    """Gradient of tanh given its output ``y``: ``g * (1 - y**2)``."""
-    return B.elementwise.tanh_grad(grad_y, y)
+    """Gradient of tanh given its output ``y``: ``grad_y * (1 - y**2)``."""
+    return grad_y * (1.0 - y * y)
 
 
 def sigmoid_forward(x: Any) -> Any:
@@ -46,5 +54,5 @@ def sigmoid_forward(x: Any) -> Any:
 
 
 def sigmoid_backward(grad_y: Any, y: Any) -> Any:
-    """Gradient of the sigmoid given its output ``y``: ``g * y * (1 - y)``."""
+    """Gradient of the sigmoid given its output ``y``: ``grad_y * y * (1 - y)``."""
     return grad_y * y * (1.0 - y)

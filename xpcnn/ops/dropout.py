@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from xpcnn import backend as B
+from xpcnn.kernels import dispatch
 
 
+@dispatch("dropout_mask")
 def dropout_mask(keep: Any, p: float, dtype: Any) -> Any:
-    """Scaled keep-mask ``(1 / (1 - p))`` where boolean ``keep`` (the input's shape) is True, else 0."""
-    return B.elementwise.scaled_mask(keep, 1.0 / (1.0 - p), dtype)
+    """``1 / (1 - p)`` where boolean ``keep`` is True, else 0, as ``dtype``; ``keep``'s shape."""
+    return B.namespace_of(keep).astype(keep, dtype) * (1.0 / (1.0 - p))
 
 
+@dispatch("dropout_apply")
 def dropout_forward(x: Any, mask: Any) -> Any:
-    """``x * mask``, any shape."""
-    return B.elementwise.multiply(x, mask)
+    """``x * mask``, any shape (both the same)."""
+    return x * mask
 
 
-def dropout_backward(grad_y: Any, mask: Any) -> Any:
-    """``grad_y * mask``."""
-    return B.elementwise.multiply(grad_y, mask)
+#: The backward pass multiplies by the same mask.
+dropout_backward = dropout_forward

@@ -1,6 +1,7 @@
 """Max and average 2-D pooling as ``kh * kw`` strided slices (overlapping windows allowed).
 
-Works channel-last internally like :mod:`xpcnn.ops.conv`, so NHWC-backed inputs cost no copy.
+Channel-last inside like :mod:`xpcnn.ops.conv`, so channel-last-backed inputs cost no copy. The
+window passes are dispatched ops (:mod:`xpcnn.kernels`): NumPy runs compiled or threaded kernels.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from xpcnn import backend as B
-from xpcnn.ops.shapes import Pair, output_hw
+from xpcnn.kernels import dispatch
+from xpcnn.ops.shapes import Pair, Padding, output_hw
 
 
 @dataclass
@@ -19,87 +21,95 @@ class PoolContext:
     padded_shape: tuple[int, int, int, int]
     kernel: Pair
     stride: Pair
-    padding: tuple[int, int, int, int]
+    padding: Padding
     out_hw: Pair
     x_padded: Any = None
     y: Any = None
-    relu: bool = False  # the forward pooled relu(x): see max_pool2d_forward
-    tanh_y: Any = None  # tanh(x_padded), when the forward pooled it: see avg_pool2d_forward
 
 
-def _window_slices(kernel: Pair, stride: Pair, out_hw: Pair) -> list[tuple]:
+def window_slices(kernel: Pair, stride: Pair, out_hw: Pair) -> list[tuple]:
     """One strided ``(N, Ho, Wo, C)`` slice per kernel offset, in row-major order."""
     return [B.window_index(i, j, out_hw, stride, (1, 1)) for i in range(kernel[0]) for j in range(kernel[1])]
 
 
-def _geometry(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int]
-              ) -> tuple[Pair, list[tuple]]:
+def pool_geometry(x: Any, kernel: Pair, stride: Pair, padding: Padding, value: float = 0.0) -> tuple[Any, PoolContext]:
+    """``x`` ``(N, C, H, W)`` padded with ``value`` as channel-last ``(N, Hp, Wp, C)``, and its context."""
     out_hw = output_hw(tuple(x.shape[2:]), kernel, stride, padding, (1, 1))
-    return out_hw, _window_slices(kernel, stride, out_hw)
+    x_padded = B.pad_hw(B.channels_last(x), *padding, value=value)
+    return x_padded, PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw)
 
 
-def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int],
-                       relu: bool = False) -> tuple[Any, PoolContext]:
-    """Max over each window. x: ``(N, C, H, W)`` -> ``(N, C, Ho, Wo)``; padding counts as -inf.
-
-    With ``relu``, the max over windows of ``relu(x)``, computed as ``relu`` of the max (the same
-    values, on an array ``kh*kw`` times smaller); the backward pass then returns the gradient
-    with respect to ``x``, ReLU's gradient included.
-    """
-    out_hw, slices = _geometry(x, kernel, stride, padding)
-    x_padded = B.pad_hw(B.channels_last(x), *padding, value=-float("inf"))
-    y = B.window_max(x_padded, slices)
-    ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw, x_padded, y, relu)
-    return B.channels_first(B.elementwise.relu(y) if relu else y), ctx
+def max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: Padding) -> tuple[Any, PoolContext]:
+    """Max over each window. x: ``(N, C, H, W)`` -> ``(N, C, Ho, Wo)``; padding counts as -inf."""
+    x_padded, ctx = pool_geometry(x, kernel, stride, padding, value=-float("inf"))
+    ctx.x_padded = x_padded
+    ctx.y = window_max(x_padded, kernel, stride, ctx.out_hw)
+    return B.channels_first(ctx.y), ctx
 
 
 def max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
-    """Route each output gradient to its window's first maximum (row-major order, as PyTorch does)."""
-    xp = B.namespace_of(grad_y, ctx.x_padded)
-    g = B.channels_last(grad_y)
-    if ctx.relu:
-        # Where a window's maximum is positive, relu(x)'s first maximum is x's; elsewhere ReLU passes
-        # no gradient to any of the window's values. So: mask the pooled gradient, then route.
-        g = B.elementwise.relu_grad(g, ctx.y)
-    if _tiles_exactly(ctx) and not B.is_jax(xp):
-        return B.channels_first(B.first_max_grad(ctx.x_padded, ctx.y, g, ctx.kernel, ctx.out_hw))
-    dx = xp.zeros(ctx.padded_shape, dtype=g.dtype, device=B.device_of(g))
-    slices = _window_slices(ctx.kernel, ctx.stride, ctx.out_hw)
-    remaining = g  # gradient not yet routed: once a window's first maximum takes it, later ties get zero
-    for k, index in enumerate(slices):
-        taken = remaining * xp.astype(ctx.x_padded[index] == ctx.y, g.dtype)
-        dx = B.add_at(dx, index, taken)
-        if k + 1 < len(slices):
-            remaining = remaining - taken
+    """Each output gradient to its window's first maximum (row-major order, as PyTorch); ``(N, C, H, W)``."""
+    dx = max_pool_grad(B.channels_last(grad_y), ctx.x_padded, ctx.y, ctx.kernel, ctx.stride, ctx.out_hw)
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
 
 
-def _tiles_exactly(ctx: PoolContext) -> bool:
-    """Windows that cover the input exactly once: stride == kernel, no padding, sizes divisible."""
-    _, hp, wp, _ = ctx.padded_shape
-    return (ctx.stride == ctx.kernel and not any(ctx.padding)
-            and hp == ctx.out_hw[0] * ctx.kernel[0] and wp == ctx.out_hw[1] * ctx.kernel[1])
-
-
-def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: tuple[int, int, int, int],
-                       tanh: bool = False) -> tuple[Any, PoolContext]:
-    """Mean over each window, zero padding included in the count (PyTorch's default).
-
-    With ``tanh``, the mean over windows of ``tanh(x)`` (the padding stays zero, as ``tanh(0) = 0``):
-    ``tanh(x)`` is kept for the backward pass, which then returns the gradient with respect to ``x``.
-    """
-    out_hw, slices = _geometry(x, kernel, stride, padding)
-    x_padded = B.pad_hw(B.channels_last(x), *padding)
-    ctx = PoolContext(tuple(x_padded.shape), kernel, stride, padding, out_hw)
-    if tanh:
-        ctx.tanh_y, y = B.tanh_window_mean(x_padded, slices, kernel, _tiles_exactly(ctx))
-        return B.channels_first(y), ctx
-    return B.channels_first(B.window_mean(x_padded, slices, kernel, _tiles_exactly(ctx))), ctx
+def avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: Padding) -> tuple[Any, PoolContext]:
+    """Mean over each window, zero padding included in the count (PyTorch's default)."""
+    x_padded, ctx = pool_geometry(x, kernel, stride, padding)
+    return B.channels_first(window_mean(x_padded, kernel, stride, ctx.out_hw)), ctx
 
 
 def avg_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
-    """Spread each output gradient evenly over its window (through tanh's gradient after a ``tanh`` forward)."""
-    slices = _window_slices(ctx.kernel, ctx.stride, ctx.out_hw)
-    dx = B.spread_mean_grad(B.channels_last(grad_y), ctx.padded_shape, ctx.kernel, slices, _tiles_exactly(ctx),
-                            ctx.tanh_y)
+    """Each output gradient spread evenly over its window; ``(N, C, H, W)``."""
+    dx = mean_pool_grad(B.channels_last(grad_y), ctx.padded_shape, ctx.kernel, ctx.stride, ctx.out_hw)
     return B.channels_first(B.crop_hw(dx, *ctx.padding))
+
+
+# -- the window passes, channel-last: x (N, Hp, Wp, C), outputs and their gradients (N, Ho, Wo, C) ------------
+@dispatch("window_max")
+def window_max(x: Any, kernel: Pair, stride: Pair, out_hw: Pair) -> Any:
+    """Element-wise maximum over the windows' strided slices."""
+    xp = B.namespace_of(x)
+    slices = window_slices(kernel, stride, out_hw)
+    y = x[slices[0]]
+    for index in slices[1:]:
+        y = xp.maximum(y, x[index])
+    return y
+
+
+@dispatch("max_pool_grad")
+def max_pool_grad(g: Any, x: Any, y: Any, kernel: Pair, stride: Pair, out_hw: Pair) -> Any:
+    """Gradient ``(N, Hp, Wp, C)`` of :func:`window_max`: each window's first maximum (row-major) takes its
+    output's gradient, as in PyTorch; a later tie gets none (the "not yet routed" remainder shrinks offset by
+    offset). The last offset takes what is left, which is its own gradient where it holds the maximum and
+    all of it in a window without one (a NaN window)."""
+    xp = B.namespace_of(g, x)
+    dx = xp.zeros(tuple(x.shape), dtype=g.dtype, device=B.device_of(g))
+    slices = window_slices(kernel, stride, out_hw)
+    remaining = g
+    for index in slices[:-1]:
+        taken = remaining * xp.astype(x[index] == y, g.dtype)
+        dx = B.add_at(dx, index, taken)
+        remaining = remaining - taken
+    return B.add_at(dx, slices[-1], remaining)
+
+
+@dispatch("window_mean")
+def window_mean(x: Any, kernel: Pair, stride: Pair, out_hw: Pair) -> Any:
+    """Element-wise mean over the windows' strided slices."""
+    slices = window_slices(kernel, stride, out_hw)
+    y = x[slices[0]]
+    for index in slices[1:]:
+        y = y + x[index]
+    return y / float(len(slices))
+
+
+@dispatch("mean_pool_grad")
+def mean_pool_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair, out_hw: Pair) -> Any:
+    """Gradient ``(N, Hp, Wp, C)`` of :func:`window_mean`: ``g`` over the window size, added over each window."""
+    xp = B.namespace_of(g)
+    g = g / float(kernel[0] * kernel[1])
+    dx = xp.zeros(padded_shape, dtype=g.dtype, device=B.device_of(g))
+    for index in window_slices(kernel, stride, out_hw):
+        dx = B.add_at(dx, index, g)
+    return dx

@@ -7,6 +7,7 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.model import Sequential
+from xpcnn.ops.optimizers import adam_step
 from xpcnn.optim.base import Optimizer
 
 
@@ -28,38 +29,16 @@ class Adam(Optimizer):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
 
     def update(self, key: str, param: Any, grad: Any, state: dict[str, Any]) -> Any:
-        xp = B.namespace_of(param, grad)
         b1, b2 = self.betas
         t = self.step_count
-        bias1, bias2 = 1.0 - b1 ** t, 1.0 - b2 ** t
-        m = state.get("exp_avg")
-        v = state.get("exp_avg_sq")
-        if m is not None and B.elementwise.adam_step(
-                param, grad, m, v, b1=b1, b2=b2, step_size=self.lr / bias1, sqrt_bias2=math.sqrt(bias2), eps=self.eps,
-                l2=0.0 if self.decoupled else self.weight_decay,
-                keep=1.0 - self.lr * self.weight_decay if self.decoupled else 1.0):
-            return param  # one compiled pass did the steps below (NumPy with numba)
-        if self.weight_decay:
-            if self.decoupled:
-                param *= 1.0 - self.lr * self.weight_decay
-            else:
-                grad = grad + self.weight_decay * param
-        # Augmented assignments update the slots in place where arrays are writeable (NumPy, CuPy,
-        # PyTorch) and simply rebind on JAX: no per-step allocation of the optimizer state.
-        if m is None:
-            m, v = (1.0 - b1) * grad, (1.0 - b2) * (grad * grad)
-        else:
-            m *= b1
-            m += (1.0 - b1) * grad
-            v *= b2
-            v += (1.0 - b2) * (grad * grad)
-        state["exp_avg"], state["exp_avg_sq"] = m, v
-        denom = xp.sqrt(v)
-        denom /= math.sqrt(bias2)
-        denom += self.eps
-        update = m / denom
-        update *= self.lr / bias1
-        param -= update
+        if "exp_avg" not in state:
+            xp = B.namespace_of(param)
+            state["exp_avg"] = xp.zeros_like(param)
+            state["exp_avg_sq"] = xp.zeros_like(param)
+        param, state["exp_avg"], state["exp_avg_sq"] = adam_step(
+            param, grad, state["exp_avg"], state["exp_avg_sq"], b1=b1, b2=b2, step_size=self.lr / (1.0 - b1 ** t),
+            sqrt_bias2=math.sqrt(1.0 - b2 ** t), eps=self.eps, l2=0.0 if self.decoupled else self.weight_decay,
+            keep=1.0 - self.lr * self.weight_decay if self.decoupled else 1.0)
         return param
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpcnn import backend as B
+from xpcnn.kernels import step_scope
 from xpcnn.model import Sequential
 
 
@@ -24,11 +25,13 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
         self.step_count += 1
-        for key, layer, name in self.model.named_parameters():
-            grad = layer.grads.get(name)
-            if grad is None:
-                continue
-            layer.params[name] = self.update(key, layer.params[name], grad, self.state.setdefault(key, {}))
+        params = self.model.parameters()
+        with step_scope(params[0] if params else None):
+            for key, layer, name in self.model.named_parameters():
+                grad = layer.grads.get(name)
+                if grad is None:
+                    continue
+                layer.params[name] = self.update(key, layer.params[name], grad, self.state.setdefault(key, {}))
 
     def zero_grad(self) -> None:
         """Drop stored gradients (backward overwrites them anyway; this frees memory)."""

@@ -107,7 +107,7 @@ class Trainer:
         for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
             logits = model.forward(x)
             value = self.loss.forward(logits, y)
-            model.backward(self.loss.backward())
+            model.backward(self.loss.backward(), need_input_grad=False)
             self.optimizer.step()
             n = y.shape[0]
             hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int64))

@@ -23,8 +23,11 @@ lowering is the one block ``P = Wp``; tiles use ``P = t*sw`` (the input step bet
 Both are then the columns lowering of that view, so all three share the im2col/col2im helpers.
 
 A fourth choice, **direct**, is no matrix product at all: compiled loops that accumulate each
-output pixel block in registers (:mod:`xpcnn.backend.direct`; NumPy with numba, few channels,
-stride one). :func:`xpcnn.ops.conv.conv2d_forward` takes it before any plan is made.
+output pixel block in registers (:mod:`xpcnn.kernels.numpy.direct`; numba, few channels, stride
+one). :func:`xpcnn.kernels.numpy.conv.conv2d_forward` takes it before any plan is made.
+
+The code is written against the Array API, but the rule that chooses was measured on NumPy, so only
+the NumPy kernels use it; the reference op (:mod:`xpcnn.ops.conv`) is the columns lowering.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xpcnn import backend as B
+from xpcnn.ops.conv import check_lowering
 from xpcnn.ops.shapes import Pair
 
 #: Use the rows lowering when ``O * Wp / kw`` (output channels times the arithmetic it wastes)
@@ -161,19 +165,6 @@ class Lowering:
         return xp.astype(p == q * sw + j * dw, like.dtype)
 
 
-#: The lowering that is no matrix product (see the module docstring).
-DIRECT = "direct"
-#: Accepted values of ``Conv2D.lowering``; :func:`choose_lowering` plans all but :data:`DIRECT`.
-LOWERINGS = ("auto", "columns", "rows", "tiles", DIRECT)
-
-
-def check_lowering(kind: str, where: str = "conv2d") -> str:
-    """``kind`` if it is one of :data:`LOWERINGS`, else a ValueError naming ``where`` and the choices."""
-    if kind not in LOWERINGS:
-        raise ValueError(f"{where}: lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {kind!r}")
-    return kind
-
-
 def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple[int, int, int, int],
                     stride: Pair, dilation: Pair, out_hw: Pair, kind: str = "auto", tile: int | None = None
                     ) -> Lowering:
@@ -181,7 +172,7 @@ def choose_lowering(padded_shape: tuple[int, int, int, int], weight_shape: tuple
     (see :data:`ROWS_LOWERING_MAX_SCORE` and the constants after it). ``tile`` sets the tiles
     lowering's output columns per tile (default: :func:`tile_width`)."""
     check_lowering(kind)
-    if kind == DIRECT:
+    if kind == "direct":
         raise ValueError("choose_lowering: the 'direct' lowering is no matrix product and has no plan; "
                          "conv2d_forward runs it without one")
     if tile is not None and (not isinstance(tile, int) or tile < 1):

@@ -7,10 +7,10 @@ patch matrix. Here each output pixel block is accumulated in registers straight 
 groups of up to two vectors: ``R * G`` accumulators), and every input value read is broadcast
 against a vector of ``G`` weights. The register block only exists if ``R`` and ``G`` are
 compile-time constants, so the loops are generated as Python source per ``(O, G, R)`` (the other
-sizes stay run-time arguments) and compiled by :func:`xpcnn.backend.generated.compile_source`
+sizes stay run-time arguments) and compiled by :func:`xpcnn.kernels.numpy.generated.compile_source`
 with LLVM's SLP vectorizer on, which turns the ``G`` scalar accumulators of a pixel into
 vector registers: 512-bit ones where the CPU has AVX-512 (see
-:func:`xpcnn.backend.compiled.vector_lanes`), which double both the arithmetic per instruction
+:func:`xpcnn.kernels.numpy.compiled.vector_lanes`), which double both the arithmetic per instruction
 and the register file that holds the block.
 
 Two kernels cover training: the forward pass (also the input gradient at stride one: a
@@ -19,7 +19,7 @@ gradient, which keeps the gradients of a group of kernel taps in registers along
 output pixels (see :func:`_tap_group`).
 Kernels compile on first use for a shape family (one to three seconds each with few channels,
 7-14 s for the 384-accumulator blocks of 32-64 channels), and numba caches their machine code
-on disk for later processes (:func:`xpcnn.backend.generated.cache_dir`).
+on disk for later processes (:func:`xpcnn.kernels.numpy.generated.cache_dir`).
 """
 
 from __future__ import annotations
@@ -29,30 +29,14 @@ from typing import Any
 
 import numpy
 
-from xpcnn.backend import compiled
-from xpcnn.backend.generated import compile_source
-from xpcnn.backend.threads import split_batch
 from xpcnn.backend.windows import pad_hw
+from xpcnn.kernels.numpy import compiled
+from xpcnn.kernels.numpy.generated import compile_source
+from xpcnn.kernels.numpy.threads import split_batch
+from xpcnn.settings import current
 
-#: Accumulator vectors a kernel may keep in registers; None: 28 where the accumulators are 512-bit
-#: vectors (AVX-512 has 32 registers), else 12 (AVX2 has 16; and on AVX-512, blocks of up to 8
-#: channels, one 256-bit vector each, measured faster with 12 than with 24).
-REGISTER_VECTORS: int | None = None
-#: Float32 lanes of one vector register the block sizes assume; None: numba's vector width
-#: (:func:`xpcnn.backend.compiled.vector_lanes`, 16 or 8).
-LANES: int | None = None
-#: Largest channel count (in and out: the input gradient is a convolution with them swapped) the
-#: direct kernels take; None: 4 vectors of outputs (64 channels with 512-bit vectors, else 32).
-#: Beyond that a GEMM lowering measured faster; up to it the direct kernels measured 1.4-2.6x faster
-#: than the best GEMM lowering (bench/results/optimization-log.md).
-MAX_CHANNELS: int | None = None
 #: Output channels one register block covers at most, in vectors: wider layers run in groups.
 GROUP_VECTORS = 2
-#: Kernel calls with fewer multiply-adds (times two; rows of zero padding not counted) than this run
-#: in the calling thread: waking the worker threads costs more than they save there (lenet5 training
-#: at batch 32 +10-21%, seed-deep +5-11%, against splitting every call; batch 128 even). Weight
-#: gradients count double: lenet5's first one (30 MFLOP at batch 128) run in one thread cost 5-6%.
-SPLIT_MIN_FLOPS = 32_000_000
 
 
 def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int, int]) -> str | None:
@@ -61,7 +45,7 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
     if type(x) is not numpy.ndarray:
         return f"it runs on NumPy arrays only, got {type(x).__module__}.{type(x).__name__}"
     if not compiled.available():
-        return "it needs numba (pip install 'xpcnn[fast]'), which is not installed or is switched off by XPCNN_NUMBA=0"
+        return "it needs numba, which is not installed (pip install 'xpcnn[fast]')"
     if x.dtype not in (numpy.float32, numpy.float64):
         return f"it takes float32 or float64 input, got {x.dtype}"
     if max(o, c) > max_channels():
@@ -72,8 +56,12 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
 
 
 def max_channels() -> int:
-    """The most channels (in or out) the direct kernels take on this machine (:data:`MAX_CHANNELS`)."""
-    return MAX_CHANNELS if MAX_CHANNELS is not None else 4 * _lanes()
+    """The most channels (in and out: the input gradient is a convolution with them swapped) the direct
+    kernels take: the ``direct_max_channels`` setting, else 4 vectors of outputs (64 channels with
+    512-bit vectors, else 32). Beyond that a GEMM measured faster; up to it the direct kernels measured
+    1.4-2.6x faster than the best GEMM lowering (bench/results/optimization-log.md, steps 38-41)."""
+    most = current().direct_max_channels
+    return most if most is not None else 4 * _lanes()
 
 
 def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int, int], stride: tuple[int, int],
@@ -120,7 +108,7 @@ def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride
             stride[0], stride[1], dilation[0], dilation[1], first, last)
         partials[first] = taps
 
-    _run_split(part, n, x_padded, 2 * 2 * n * ho * wo * o * c * kh * kw)  # counted double: see SPLIT_MIN_FLOPS
+    _run_split(part, n, 2 * 2 * n * ho * wo * o * c * kh * kw)  # counted double: see _run_split
     taps = sum(partials[k] for k in sorted(partials))
     return numpy.transpose(taps, (3, 2, 0, 1))
 
@@ -146,7 +134,7 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
             stride[0], stride[1], dilation[0], dilation[1], rows[0], rows[1], first, last)
 
     taps_read = _rows_read(ho, kh, stride[0], dilation[0], rows) * kw
-    _run_split(part, n, x, 2 * n * wo * computed * c * taps_read)
+    _run_split(part, n, 2 * n * wo * computed * c * taps_read)
     return out
 
 
@@ -156,13 +144,12 @@ def _rows_read(ho: int, kh: int, sh: int, dh: int, rows: tuple[int, int]) -> int
     return sum(rows[0] <= y * sh + i * dh < rows[1] for y in range(ho) for i in range(kh))
 
 
-def _run_split(part: Any, n: int, like: Any, flops: int) -> None:
+def _run_split(part: Any, n: int, flops: int) -> None:
     """``part`` over the batch, split over the worker threads when the kernel has ``flops`` enough to
-    pay for waking them (:data:`SPLIT_MIN_FLOPS`)."""
-    if flops < SPLIT_MIN_FLOPS:
-        part(0, n)
-    else:
-        split_batch(part, n, like=like, min_bytes=0)
+    pay for waking them (the ``direct_split_min_flops`` setting: below 32 MFLOP one thread measured
+    faster, lenet5 training at batch 32 +10-21%; weight gradients count double, as lenet5's first one
+    at batch 128, 30 MFLOP, lost 5-6% in one thread)."""
+    split_batch(part, n, threaded=flops >= current().direct_split_min_flops)
 
 
 def _computed_channels(o: int) -> int:
@@ -173,12 +160,14 @@ def _computed_channels(o: int) -> int:
 
 
 def _lanes() -> int:
-    return LANES if LANES is not None else compiled.vector_lanes()
+    """Float32 lanes of one vector register of numba's code (16 or 8)."""
+    return compiled.vector_lanes()
 
 
 def _registers(o: int) -> int:
-    if REGISTER_VECTORS is not None:
-        return REGISTER_VECTORS
+    """Accumulator vectors a kernel may keep in registers: 28 where they are 512-bit vectors (AVX-512 has
+    32 registers), else 12 (AVX2 has 16; on AVX-512, blocks of up to 8 channels, one 256-bit vector each,
+    measured faster with 12 than with 24)."""
     return 28 if _lanes() >= 16 and o > 8 else 12
 
 

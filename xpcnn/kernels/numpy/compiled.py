@@ -1,46 +1,37 @@
-"""Optional compiled kernels for NumPy arrays (numba), where NumPy needs several passes over memory.
+"""Compiled kernels for NumPy arrays (numba), where NumPy needs several passes over memory.
 
-Installed with ``pip install 'xpcnn[fast]'``; without numba (or with ``XPCNN_NUMBA=0``) every
-caller keeps its NumPy path, which gives the same results. Kernels compile on first use and
-are cached on disk by numba.
+Installed with ``pip install 'xpcnn[fast]'``; without numba the kernels that need it do not apply
+and the other NumPy kernels or the reference ops run, with the same results. Kernels compile on
+first use and are cached on disk by numba.
 
 - :func:`col2im_into`: the adjoint of im2col in one pass per input row, straight from the
   patch matrix's gradient (one GEMM). NumPy needs offset-major blocks (``kh * kw`` smaller
   GEMMs) and adds them one by one, reading and writing the whole gradient each time; here each
   row of the gradient is finished while it sits in cache.
 - :func:`max_pool_tiled_grad`: max-pool backward over windows that tile the input, in one pass
-  (NumPy needs a comparison, mask updates and a multiply per kernel offset): 3.3x faster at 64
-  channels, 2-3x at 8-16.
+  (NumPy needs a comparison, mask updates and a multiply per kernel offset).
 - :func:`adam_update`: an Adam/AdamW step in one pass over parameter, gradient and both moment
   slots, instead of a dozen whole-array NumPy passes.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import cache
 from typing import Any
 
 import numpy
 
-#: Set to "0" to leave the compiled kernels unused even where numba is installed.
-ENV_SWITCH = "XPCNN_NUMBA"
-#: Set to "0" to keep numba's default vector width (256 bits, also on CPUs with AVX-512).
-WIDE_ENV = "XPCNN_WIDE_VECTORS"
-_FEATURES_ENV = "NUMBA_CPU_FEATURES"
-#: LLVM tunes Intel's AVX-512 CPUs to prefer 256-bit vectors; this feature flag lifts that.
+#: LLVM tunes Intel's and AMD's AVX-512 CPUs to prefer 256-bit vectors; this feature flag lifts that.
 _WIDE_TUNING = "-prefer-256-bit"
 
 
 def available() -> bool:
-    """True when numba can be imported and ``$XPCNN_NUMBA`` is not ``0``."""
-    return os.environ.get(ENV_SWITCH, "1") != "0" and _numba() is not None
+    """True when numba can be imported."""
+    return _numba() is not None
 
 
 @cache
 def _numba() -> Any:
-    _prefer_wide_vectors()
     try:
         import numba
     except ImportError:
@@ -48,33 +39,35 @@ def _numba() -> Any:
     return numba
 
 
-def _prefer_wide_vectors() -> None:
-    """On CPUs with AVX-512, let LLVM vectorize numba's code with 512-bit registers.
+def enable_wide_vectors() -> bool:
+    """Let numba's code use 512-bit vectors on CPUs with AVX-512; returns whether they are on.
 
-    LLVM prefers 256-bit vectors there (a tuning for older CPUs that slowed down on wide ones), which
-    halves the direct convolution kernels' arithmetic per instruction and their register file: with
-    512 bits, mnist-cnn's 32->64 conv forward ran 2.2 vs 3.8 ms (bench/results/optimization-log.md).
-    Numba reads its target's features once, from ``NUMBA_CPU_FEATURES``, so this sets that variable
-    (the host's own features plus the flag) before numba is first imported; not when the user set it,
-    numba was imported first, or ``XPCNN_WIDE_VECTORS=0``. It applies to all numba code of the process.
+    LLVM prefers 256-bit vectors there by default, which halves the direct convolution kernels'
+    arithmetic per instruction and their register file (mnist-cnn's 32->64 conv forward measured
+    2.2 vs 3.8 ms; bench/results/optimization-log.md, step 41). The choice belongs to numba's whole
+    process (its one code generator), so xpcnn never makes it on import: this explicit call sets
+    numba's ``CPU_FEATURES`` to the host's features plus ``-prefer-256-bit``. It must come before
+    anything in the process compiles numba code; later (or where ``NUMBA_CPU_FEATURES`` is set, or on a
+    CPU without AVX-512, or without numba) it changes nothing. The ``xpcnn`` command calls it.
     """
-    if os.environ.get(WIDE_ENV, "1") == "0" or _FEATURES_ENV in os.environ or "numba" in sys.modules:
-        return
-    try:
+    numba = _numba()
+    if numba is None:
+        return False
+    config = numba.core.config
+    from numba.core import registry
+    if config.CPU_FEATURES is None and "_toplevel_target_context" not in vars(registry.cpu_target):
         import llvmlite.binding as llvm
         features = llvm.get_host_cpu_features().flatten()
-    except (ImportError, RuntimeError):
-        return
-    if "+avx512f" in features.split(","):
-        os.environ[_FEATURES_ENV] = f"{features},{_WIDE_TUNING}"
+        if "+avx512f" in features.split(","):
+            config.CPU_FEATURES = f"{features},{_WIDE_TUNING}"
+    return vector_lanes() == 16
 
 
 def vector_lanes(itemsize: int = 4) -> int:
     """Values of ``itemsize`` bytes in one vector register of numba's compiled code: 512 bits where
-    :func:`_prefer_wide_vectors` took effect, else 256 (AVX2; also what LLVM picks on AVX-512 by default)."""
-    if _numba() is None:
-        return 32 // itemsize
-    features = os.environ.get(_FEATURES_ENV, "").split(",")
+    numba's CPU features allow AVX-512 without preferring 256 bits (:func:`enable_wide_vectors`), else 256."""
+    numba = _numba()
+    features = (numba.core.config.CPU_FEATURES or "").split(",") if numba is not None else []
     wide = "+avx512f" in features and _WIDE_TUNING in features
     return (64 if wide else 32) // itemsize
 

@@ -1,6 +1,6 @@
 """Compiled average pooling over windows that tile a channel-last NumPy array (numba).
 
-With the window and channel count as literals in the source (:mod:`xpcnn.backend.generated`),
+With the window and channel count as literals in the source (:mod:`xpcnn.kernels.numpy.generated`),
 LLVM unrolls the window sum and vectorizes it across channels: 3x faster than the same loops
 over run-time sizes for lenet5's 2x2 windows of 6 channels (0.40 -> 0.13 ms at batch 128).
 Each window of an output row is summed in row-major order, then divided by its size, as
@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from xpcnn.backend.generated import compile_source
+from xpcnn.kernels.numpy.generated import compile_source
 
 
 def mean_pool_tiled(x: Any, kernel: tuple[int, int], out: Any) -> Any:

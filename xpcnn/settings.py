@@ -1,0 +1,134 @@
+"""Every knob of xpcnn in one place: read once from the environment, overridden in a scope.
+
+    import xpcnn
+    xpcnn.settings.current().num_threads          # what runs now
+    with xpcnn.settings(kernels=False):           # the portable reference ops only, for this block
+        ...
+
+The environment is read the first time a setting is needed, never again and never written:
+
+- ``XPCNN_KERNELS=0`` (or the older ``XPCNN_NUMBA=0``): run the portable reference ops only, no
+  accelerated kernel (:mod:`xpcnn.kernels`).
+- ``XPCNN_NUM_THREADS=N``: worker threads of the NumPy kernels (``1``: none); default: the usable cores.
+- ``XPCNN_CACHE_DIR``: where generated kernels are cached (default ``~/.cache/xpcnn/kernels``).
+
+The other fields are tuning thresholds of the NumPy kernels, measured on NumPy
+(``bench/results/optimization-log.md``); tests and benchmarks override them in a scope. An override
+is seen by every thread (the worker threads included) until its ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of xpcnn's settings (see the module docstring for the environment variables)."""
+
+    #: Accelerated kernels on (where one applies) or off (the portable reference ops everywhere).
+    kernels: bool = True
+    #: Worker threads of the NumPy kernels; None: the usable cores. 1 turns the worker threads off.
+    num_threads: int | None = None
+    #: Folder of generated kernel sources and numba's cache of them; None: ``$XDG_CACHE_HOME/xpcnn/kernels``.
+    cache_dir: Path | None = None
+    #: NumPy element-wise passes over arrays of at least this many bytes are split over the worker threads.
+    split_min_bytes: int = 16 * MiB
+    #: Direct-convolution calls of at least this many FLOPs are split over the worker threads.
+    direct_split_min_flops: int = 32_000_000
+    #: Largest channel count (in and out) of the direct convolution kernels; None: 4 vectors' worth.
+    direct_max_channels: int | None = None
+    #: Upper bound on one chunk's patch matrix in the NumPy GEMM convolution, in bytes.
+    column_buffer_bytes: int = 4 * MiB
+    #: Whole-batch patch matrices up to this size are kept for the backward pass instead of rebuilt.
+    keep_columns_bytes: int = 16 * MiB
+    #: Matrix products (a dense layer's, a convolution's GEMM chunks) of at least this many FLOPs are split
+    #: over the worker threads.
+    split_min_matmul_flops: int = 8_000_000
+
+    def __post_init__(self) -> None:
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+            raise ValueError(f"num_threads must be a whole number of at least 1 (1 turns the worker threads off), "
+                             f"or None for the usable cores; got {self.num_threads!r}")
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``XPCNN_*`` variables of ``environ`` (default ``os.environ``); raises ValueError
+    naming the variable for a value it cannot read."""
+    env = os.environ if environ is None else environ
+    changes: dict[str, object] = {}
+    switch = env.get("XPCNN_KERNELS", env.get("XPCNN_NUMBA"))
+    if switch is not None:
+        changes["kernels"] = switch.strip() != "0"
+    if threads := env.get("XPCNN_NUM_THREADS", "").strip():
+        try:
+            count = int(threads)
+        except ValueError:
+            raise ValueError(f"XPCNN_NUM_THREADS must be a whole number of threads, got {threads!r}: "
+                             "set it to e.g. 2, or unset it to use the usable cores") from None
+        if count < 1:
+            raise ValueError(f"XPCNN_NUM_THREADS must be at least 1, got {count}: set 1 to turn the worker "
+                             "threads off, or unset it to use the usable cores")
+        changes["num_threads"] = count
+    if folder := env.get("XPCNN_CACHE_DIR"):
+        changes["cache_dir"] = Path(folder)
+    return Settings(**changes)
+
+
+_lock = threading.Lock()
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The settings in force: the environment's (read on first use), or the innermost override."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = from_environ()
+    return _current
+
+
+@contextmanager
+def override(**changes: object) -> Iterator[Settings]:
+    """Within the ``with`` block, the current settings with ``changes``; restored on exit (errors included).
+
+    Raises TypeError for a name that is no setting and ValueError for a bad value."""
+    global _current
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+    before = current()
+    new = dataclasses.replace(before, **changes)  # type: ignore[arg-type]
+    _current = new
+    try:
+        yield new
+    finally:
+        _current = before
+
+
+class _Settings:
+    """``xpcnn.settings``: call it for a scoped override, read ``current()`` for what is in force."""
+
+    Settings = Settings
+    current = staticmethod(current)
+    from_environ = staticmethod(from_environ)
+
+    def __call__(self, **changes: object):  # noqa: ANN204 - a context manager
+        return override(**changes)
+
+    def __repr__(self) -> str:
+        return f"xpcnn.settings: {current()}"
+
+
+#: The object exported as ``xpcnn.settings``.
+settings = _Settings()
