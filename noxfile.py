@@ -1,10 +1,12 @@
-"""nox sessions: tests per backend, benchmarks per backend, and the backend comparison report.
+"""nox sessions: tests per backend, benchmarks per backend, the xpcnn/PyTorch comparison and the backend report.
 
     nox -s "tests(backend='numpy')"     # one backend's tests
     nox -s tests                        # every CPU backend
     nox -s tests_cupy-cuda12            # on a machine with an NVIDIA GPU
     nox -s "bench(backend='numpy')"     # xpcnn vs native PyTorch, every preset
-    nox -s compare                      # the full table + chart under bench/results/
+    nox -s compare                      # headline: xpcnn vs PyTorch training, fresh process per run
+    nox -s compare -- --smoke           # the same as a quick dry run (one preset, one batch size)
+    nox -s backends                     # every backend: the full table + chart under bench/results/
     nox -s scaling                      # cost vs batch size and image size, with peak memory
 """
 
@@ -61,6 +63,13 @@ def bench(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def compare(session: nox.Session) -> None:
+    """The headline comparison: xpcnn vs native PyTorch training, each run in its own fresh process."""
+    install(session, "bench")
+    session.run("python", "bench/processes.py", *session.posargs)
+
+
+@nox.session
+def backends(session: nox.Session) -> None:
     """Every preset at batch 1/32/128/512 on every available backend: table + chart in bench/results/."""
     install(session, "bench")
     session.install("jax", "array-api-strict")

@@ -162,3 +162,26 @@ def test_a_few_steps_reduce_the_loss(backend) -> None:
         model.backward(loss.backward())
         opt.step()
     assert value < 0.5 * first
+
+
+@pytest.mark.parametrize("first", ["conv", "dense", "pool"])
+def test_backward_returns_the_input_gradient_whatever_the_first_layer(first, rng) -> None:
+    """The layer protocol at the top: Sequential.backward returns dL/d_input (like every layer), unless a
+    trainer asks the first layer to skip it; no flag outlives its call, not even after an exception."""
+    from xpcnn import layers as L
+    head = {"conv": [L.Conv2D(1, 2, 3, seed=1), L.Flatten(), L.Dense(2 * 4 * 4, 3, seed=2)],
+            "dense": [L.Flatten(), L.Dense(36, 3, seed=2)],
+            "pool": [L.MaxPool2D(2), L.Flatten(), L.Dense(9, 3, seed=2)]}[first]
+    if first == "dense":
+        head = head[1:]
+    model = xpcnn.Sequential(head)
+    x = rng.standard_normal((2, 36) if first == "dense" else (2, 1, 6, 6)).astype(np.float32)
+    grad_out = np.ones((2, 3), np.float32)
+    model.forward(x)
+    assert model.backward(grad_out).shape == x.shape
+    skipped = model.backward(grad_out, need_input_grad=False)
+    assert skipped is None or skipped.shape == x.shape  # a pool has no cheaper path, and may return it
+    with pytest.raises(ValueError):
+        model.backward(np.ones((2, 4), np.float32))  # wrong shape: fails inside the backward pass
+    model.forward(x)
+    assert model.backward(grad_out).shape == x.shape

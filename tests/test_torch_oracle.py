@@ -42,7 +42,15 @@ def check_against_torch(case: Case, backend, x: np.ndarray, rng: np.random.Gener
     assert rel_err(backend.numpy(y), ref_y) <= TOL, "forward"
     assert rel_err(backend.numpy(grad_x), ref_gx) <= TOL, "input gradient"
     for name, ref in ref_grads.items():
-        assert rel_err(backend.numpy(layer.grads[name]), ref) <= TOL, name
+        ours = backend.numpy(layer.grads[name])
+        if name == "bias" and len(grad_y.shape) == 4:
+            # A sum over N*Ho*Wo values that may cancel: beside the relative tolerance, allow float32's
+            # rounding of that sum, (log2(count) + 1) * eps * sum|terms| (PyTorch and BLAS sum in other orders).
+            terms = np.abs(grad_y.astype(np.float64)).sum(axis=(0, 2, 3))
+            bound = (np.log2(grad_y.size / grad_y.shape[1]) + 1) * np.finfo(np.float32).eps * terms
+            assert np.all(np.abs(ours - ref) <= TOL * np.max(np.abs(ref)) + bound), name
+            continue
+        assert rel_err(ours, ref) <= TOL, name
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)

@@ -113,8 +113,9 @@ def test_checkpoint_into_wrong_architecture_names_tensors(tmp_path: Path) -> Non
         xpcnn.models.build("seed-deep").load_state_dict(load_checkpoint(tmp_path / "simple.npz").model_state)
 
 
-@pytest.mark.parametrize("device, backend", [("cpu", "torch"), ("device1", "array_api_strict"), ("cpu", "jax")])
-def test_moved_model_predicts_the_same(digits, device, backend) -> None:
+@pytest.mark.parametrize("device, library", [("cpu", "torch"), ("device1", "array_api_strict"), ("cpu", "jax")])
+def test_moved_model_predicts_the_same(digits, device, library) -> None:
+    backend = library
     pytest.importorskip(backend)
     train, test = digits
     model = xpcnn.models.build("seed-deep")

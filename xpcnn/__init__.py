@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def enable_wide_vectors() -> bool:
     """Let numba's code use 512-bit vectors on CPUs with AVX-512 (the direct convolution kernels then take
-    up to 64 channels and run up to 1.8x faster); returns whether they are on. Process-wide, so xpcnn never
+    up to 64 channels and run faster: bench/results/optimization-log.md, step 41); returns whether they are on. Process-wide, so xpcnn never
     does it on import: call it once, before anything compiles numba code (the ``xpcnn`` command does).
     See :func:`xpcnn.kernels.numpy.compiled.enable_wide_vectors`."""
     from xpcnn.kernels.numpy.compiled import enable_wide_vectors as enable

@@ -2,7 +2,8 @@
 
 A :class:`Placement` names where a model lives: a backend, its namespace and a device.
 :func:`move` carries any supported array there (through DLPack between GPU libraries,
-through host memory otherwise).
+through host memory otherwise). What differs between array libraries is asked of their
+:class:`~xpcnn.backend.libraries.Library` (``placement.library``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from xpcnn.backend.libraries import Library, library, library_of
 from xpcnn.backend.namespaces import backend_name, check_backend_name, namespace_for
 from xpcnn.errors import BackendUnavailableError, DeviceUnavailableError
 
@@ -22,7 +24,11 @@ _CUDA_SPEC = re.compile(r"^cuda(?::(\d+))?$")
 
 @dataclass(frozen=True)
 class Placement:
-    """Where arrays live: ``backend`` name, its namespace ``xp`` and native ``device``."""
+    """Where arrays live: ``backend`` name, its namespace ``xp`` and native ``device``.
+
+    ``kind`` is ``"cpu"`` or ``"cuda"``; ``index`` the CUDA ordinal (0 on the CPU). Build one with
+    :func:`resolve` (from a device spec) or :func:`placement_of` (from an array).
+    """
 
     backend: str
     xp: Any
@@ -30,11 +36,13 @@ class Placement:
     kind: str  # "cpu" or "cuda"
     index: int = 0
 
+    @property
+    def library(self) -> Library:
+        """The :class:`~xpcnn.backend.libraries.Library` of ``backend``: moves, syncs, draws and measures."""
+        return library(self.backend)
+
     def __str__(self) -> str:
-        where = "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
-        if self.backend == "array_api_strict":
-            where = str(self.device).split("'")[1] if "'" in str(self.device) else str(self.device)
-        return f"{self.backend} on {where}"
+        return f"{self.backend} on {self.library.describe(self)}"
 
 
 def _parse(device: Any) -> tuple[str, int | str]:
@@ -66,30 +74,18 @@ def _default_backend(kind: str) -> str:
     return "cupy" if kind == "cuda" else "numpy"
 
 
-def _cuda_count(backend: str) -> int:
-    if backend == "cupy":
-        import cupy
-        if not cupy.cuda.is_available():  # never raises, unlike getDeviceCount
-            return 0
-        return int(cupy.cuda.runtime.getDeviceCount())
-    if backend == "torch":
-        import torch
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if backend == "jax":
-        import jax
-        try:
-            return len(jax.devices("gpu"))
-        except RuntimeError:
-            return 0
-    return 0
-
-
 def resolve(device: Any = "cpu", backend: str | None = None) -> Placement:
     """Turn a device spec and optional backend name into a validated :class:`Placement`.
 
-    ``"cpu"`` defaults to numpy and ``"cuda"``/``"cuda:N"`` to cupy; ``backend`` may pick
-    ``numpy``, ``cupy``, ``torch``, ``jax`` or ``array_api_strict``. Raises
-    :class:`DeviceUnavailableError` or :class:`BackendUnavailableError` with what to do.
+    ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (``"gpu"`` means ``"cuda:0"``), a backend's own
+    device object, or one of array_api_strict's device names (``"device1"``). ``"cpu"`` defaults
+    to numpy and ``"cuda"``/``"cuda:N"`` to cupy; ``backend`` may pick ``numpy``, ``cupy``,
+    ``torch``, ``jax`` or ``array_api_strict``. Imports the backend's library.
+
+    Raises :class:`DeviceUnavailableError` for an unknown device, a device kind the backend cannot
+    use, a CUDA backend that is not installed (naming it and how to install it), or no (or too few)
+    CUDA devices (the message starts with "no CUDA device" or says which exist);
+    :class:`BackendUnavailableError` for an unknown backend, or a missing one on the CPU.
     """
     kind, index = _parse(device)
     if kind == "named" and backend in (None, "array_api_strict"):
@@ -99,113 +95,76 @@ def resolve(device: Any = "cpu", backend: str | None = None) -> Placement:
             f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N' "
             f"(array_api_strict also takes its own device names such as 'device1')")
     backend = check_backend_name(backend or _default_backend(kind))
-    if backend == "numpy" and kind == "cuda":
-        raise DeviceUnavailableError(
-            f"numpy runs on the CPU only, but device {device!r} was asked for; "
-            "use backend='cupy' or backend='torch' for CUDA, or device='cpu'")
-    if backend == "cupy" and kind == "cpu":
-        raise DeviceUnavailableError(
-            "cupy runs on CUDA GPUs only; use device='cuda' with cupy, or backend='numpy' for the CPU")
-    if backend == "array_api_strict" and kind == "cuda":
-        raise DeviceUnavailableError("array_api_strict has no CUDA devices; use device='cpu' or 'device1'")
+    lib = library(backend)
+    refusal = lib.refusal(kind, device)
+    if refusal is not None:
+        raise DeviceUnavailableError(refusal)
     try:
         xp = namespace_for(backend)
     except BackendUnavailableError:
         if kind == "cuda":
-            raise DeviceUnavailableError(
-                f"CUDA was asked for ({device!r}) but {backend} is not installed; "
-                "install CuPy with pip install 'xpcnn[cuda12]' (or [cuda13]), or train with device='cpu'"
-            ) from None
+            raise DeviceUnavailableError(lib.not_installed_for_cuda(device)) from None
         raise
     if kind == "cuda":
-        count = _cuda_count(backend)
+        count = lib.cuda_count()
         if count == 0:
-            raise DeviceUnavailableError(
-                f"no CUDA device: {backend} sees no usable NVIDIA GPU here; "
-                "check the driver with nvidia-smi, or train with device='cpu'")
+            raise DeviceUnavailableError(lib.no_cuda_device())
         if index >= count:
             raise DeviceUnavailableError(
                 f"device cuda:{index} does not exist: {backend} sees {count} GPU(s), "
                 f"cuda:0 to cuda:{count - 1}")
-    return Placement(backend, xp, _native_device(backend, kind, index, device), "cpu" if kind == "named" else kind,
+    return Placement(backend, xp, lib.native_device(kind, index, device), "cpu" if kind == "named" else kind,
                      index if isinstance(index, int) else 0)
 
 
-def _native_device(backend: str, kind: str, index: Any, original: Any) -> Any:
-    if not isinstance(original, str):
-        return original
-    if backend == "numpy":
-        return "cpu"
-    if backend == "cupy":
-        import cupy
-        return cupy.cuda.Device(index)
-    if backend == "torch":
-        import torch
-        return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
-    if backend == "jax":
-        import jax
-        return jax.devices("cpu")[0] if kind == "cpu" else jax.devices("gpu")[index]
-    import array_api_strict
-    if kind == "cpu":
-        return array_api_strict.Device("CPU_DEVICE")
-    try:
-        return array_api_strict.Device(str(index))
-    except ValueError:
-        names = ", ".join(str(d) for d in array_api_strict.__array_namespace_info__().devices())
-        raise DeviceUnavailableError(
-            f"unknown device {index!r}; use 'cpu', 'cuda' or 'cuda:N' "
-            f"(array_api_strict also takes one of its own: {names})") from None
-
-
 def placement_of(x: Any) -> Placement:
-    """The :class:`Placement` of an existing array."""
+    """The :class:`Placement` of an existing array ``x`` (any supported backend).
+
+    Raises TypeError when ``x`` is not an array, :class:`BackendUnavailableError` when its library
+    is not supported.
+    """
     xp = array_api_compat.array_namespace(x)
-    name = backend_name(xp)
+    lib = library(backend_name(xp))
     dev = array_api_compat.device(x)
-    kind, index = _parse(dev) if name != "numpy" else ("cpu", 0)
-    if name == "array_api_strict":
-        kind, index = "cpu", 0
-    return Placement(name, xp, dev, kind, index if isinstance(index, int) else 0)
+    kind, index = _parse(dev) if lib.runs_on_cuda else ("cpu", 0)
+    return Placement(lib.name, xp, dev, kind, index if isinstance(index, int) else 0)
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A NumPy copy (or view, for NumPy input) of array ``x`` from any backend, on the host."""
+    """A NumPy copy (or view, for NumPy input) of array ``x`` from any backend, on the host.
+
+    Same shape and dtype. Raises TypeError when ``x`` is not an array; an array of an unsupported
+    Array API library goes through ``np.asarray``.
+    """
     if isinstance(x, np.ndarray):
         return x
-    if array_api_compat.is_cupy_array(x):
-        return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
-    if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
-        import array_api_strict
-        return np.from_dlpack(x.to_device(array_api_strict.Device("CPU_DEVICE")))
-    return np.asarray(x)
+    try:
+        lib = library_of(x)
+    except BackendUnavailableError:
+        return np.asarray(x)
+    return lib.to_numpy(x)
 
 
 def move(x: Any, where: Placement) -> Any:
-    """Array ``x`` (any backend, any device) as an array of ``where``'s backend and device."""
-    source = backend_name(array_api_compat.array_namespace(x)) if not isinstance(x, np.ndarray) else "numpy"
-    if source == where.backend:
-        if source == "numpy":
-            return x
-        return array_api_compat.to_device(x, where.device)
-    if where.kind == "cuda" and source in ("cupy", "torch") and where.backend in ("cupy", "torch"):
+    """Array ``x`` (any backend, any device) as an array of ``where``'s backend and device.
+
+    ``x`` itself when it is already there (always, for NumPy to NumPy); same shape and dtype.
+    Between CuPy and torch on CUDA the data goes through DLPack, staying on the GPU; otherwise
+    through a NumPy copy on the host. Raises TypeError or :class:`BackendUnavailableError` as
+    :func:`placement_of` does.
+    """
+    source = library_of(x)
+    target = where.library
+    if source is target:
+        return source.to_device(x, where.device)
+    if where.kind == "cuda" and source.gpu_dlpack and target.gpu_dlpack:
         return where.xp.from_dlpack(x)  # GPU to GPU without a host round trip
-    return from_numpy(to_numpy(x), where)
+    return target.from_numpy(to_numpy(x), where)
 
 
 def from_numpy(host: np.ndarray, where: Placement) -> Any:
-    """NumPy array ``host`` as an array of ``where``'s backend and device."""
-    if where.backend == "numpy":
-        return host
-    if where.backend == "cupy":
-        import cupy
-        with cupy.cuda.Device(where.index):
-            return cupy.asarray(host)
-    if where.backend == "torch":
-        import torch
-        return torch.as_tensor(np.ascontiguousarray(host), device=where.device)
-    if where.backend == "jax":
-        import jax
-        return jax.device_put(host, where.device)
-    return where.xp.asarray(host, device=where.device)
+    """NumPy array ``host`` as an array of ``where``'s backend and device; same shape and dtype.
+
+    NumPy placements get ``host`` itself; others a copy (torch's of a contiguous copy).
+    """
+    return where.library.from_numpy(host, where)

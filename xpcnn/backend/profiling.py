@@ -11,23 +11,21 @@ from xpcnn.backend.devices import Placement, from_numpy
 
 
 def synchronize(placement: Placement) -> None:
-    """Wait until the device has finished queued work (a no-op on the CPU backends)."""
-    if placement.backend == "cupy":
-        import cupy
-        cupy.cuda.Device(placement.index).synchronize()
-    elif placement.backend == "torch" and placement.kind == "cuda":
-        import torch
-        torch.cuda.synchronize(placement.device)
+    """Wait until ``placement``'s device has finished queued work (CuPy, torch on CUDA; a no-op elsewhere)."""
+    placement.library.synchronize(placement)
 
 
 def block_until_ready(x: Any) -> Any:
-    """JAX dispatches asynchronously: wait for ``x`` to be computed (identity elsewhere)."""
+    """JAX dispatches asynchronously: wait for array ``x`` to be computed; returns ``x`` (identity elsewhere)."""
     ready = getattr(x, "block_until_ready", None)
     return ready() if callable(ready) else x
 
 
 def matmul_peak_gflops(placement: Placement, size: int = 1024, repeats: int = 5) -> float:
-    """Measured float32 GFLOP/s of a ``size`` x ``size`` matrix product on ``placement``: the machine's ceiling."""
+    """Measured float32 GFLOP/s of a ``size`` x ``size`` matrix product on ``placement``: the machine's ceiling.
+
+    The best of ``repeats`` timed products after one warm-up, each waited for with :func:`synchronize`.
+    """
     host = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
     a = from_numpy(host, placement)
     block_until_ready(a @ a)
@@ -42,29 +40,17 @@ def matmul_peak_gflops(placement: Placement, size: int = 1024, repeats: int = 5)
 
 
 def reset_peak_memory(placement: Placement) -> None:
-    """Start a fresh peak-memory window (GPU pools only)."""
-    if placement.backend == "cupy":
-        import cupy
-        pool = cupy.get_default_memory_pool()
-        pool.free_all_blocks()
-    elif placement.backend == "torch" and placement.kind == "cuda":
-        import torch
-        torch.cuda.reset_peak_memory_stats(placement.device)
+    """Start a fresh peak-memory window on ``placement`` (GPU pools only: CuPy, torch on CUDA)."""
+    placement.library.reset_peak_memory(placement)
 
 
 def peak_memory_bytes(placement: Placement) -> int | None:
-    """Device memory high-water mark where the backend reports one (CuPy pool total, torch CUDA), else None."""
-    if placement.backend == "cupy":
-        import cupy
-        return int(cupy.get_default_memory_pool().total_bytes())
-    if placement.backend == "torch" and placement.kind == "cuda":
-        import torch
-        return int(torch.cuda.max_memory_allocated(placement.device))
-    return None
+    """Device memory high-water mark in bytes where the backend reports one (CuPy pool total, torch CUDA), else None."""
+    return placement.library.peak_memory_bytes(placement)
 
 
 def process_peak_rss_bytes() -> int:
-    """This process's peak resident memory so far.
+    """This process's peak resident memory so far, in bytes.
 
     Reads Linux's VmHWM, which starts afresh at exec; ``ru_maxrss`` would not do: Linux copies it
     from the parent at fork, so a child of a large process reports the parent's peak.

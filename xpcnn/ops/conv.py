@@ -91,7 +91,9 @@ def conv2d_backward(grad_y: Any, ctx: Any, need_input_grad: bool = True) -> tupl
     patches = B.im2col(ctx.x_padded, (kh, kw), ctx.out_hw, ctx.stride, ctx.dilation)  # rebuilt: less memory
     grad_matrix = xp.permute_dims(patches, (1, 0)) @ g  # (kh*kw*C, O)
     grad_w = xp.permute_dims(xp.reshape(grad_matrix, (kh, kw, c, o)), (3, 2, 0, 1))
-    grad_b = xp.sum(g, axis=0) if ctx.has_bias else None
+    grad_b = None
+    if ctx.has_bias:  # a sum over N*Ho*Wo rows, as a product with ones: BLAS accumulates in blocks, more exactly
+        grad_b = xp.reshape(xp.ones((1, g.shape[0]), dtype=g.dtype, device=B.device_of(g)) @ g, (o,))
     grad_x = None
     if need_input_grad:
         dx = B.col2im_matmul(g, weight_matrix(ctx.weight), tuple(ctx.x_padded.shape), (kh, kw), ctx.out_hw,

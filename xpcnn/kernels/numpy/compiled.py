@@ -43,8 +43,8 @@ def enable_wide_vectors() -> bool:
     """Let numba's code use 512-bit vectors on CPUs with AVX-512; returns whether they are on.
 
     LLVM prefers 256-bit vectors there by default, which halves the direct convolution kernels'
-    arithmetic per instruction and their register file (mnist-cnn's 32->64 conv forward measured
-    2.2 vs 3.8 ms; bench/results/optimization-log.md, step 41). The choice belongs to numba's whole
+    arithmetic per instruction and their register file (bench/results/optimization-log.md, step 41).
+    The choice belongs to numba's whole
     process (its one code generator), so xpcnn never makes it on import: this explicit call sets
     numba's ``CPU_FEATURES`` to the host's features plus ``-prefer-256-bit``. It must come before
     anything in the process compiles numba code; later (or where ``NUMBA_CPU_FEATURES`` is set, or on a

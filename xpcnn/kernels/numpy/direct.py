@@ -58,8 +58,8 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
 def max_channels() -> int:
     """The most channels (in and out: the input gradient is a convolution with them swapped) the direct
     kernels take: the ``direct_max_channels`` setting, else 4 vectors of outputs (64 channels with
-    512-bit vectors, else 32). Beyond that a GEMM measured faster; up to it the direct kernels measured
-    1.4-2.6x faster than the best GEMM lowering (bench/results/optimization-log.md, steps 38-41)."""
+    512-bit vectors, else 32): up to it they measured faster than the best GEMM lowering, beyond it
+    slower (bench/results/optimization-log.md, steps 38-41)."""
     most = current().direct_max_channels
     return most if most is not None else 4 * _lanes()
 
@@ -146,16 +146,15 @@ def _rows_read(ho: int, kh: int, sh: int, dh: int, rows: tuple[int, int]) -> int
 
 def _run_split(part: Any, n: int, flops: int) -> None:
     """``part`` over the batch, split over the worker threads when the kernel has ``flops`` enough to
-    pay for waking them (the ``direct_split_min_flops`` setting: below 32 MFLOP one thread measured
-    faster, lenet5 training at batch 32 +10-21%; weight gradients count double, as lenet5's first one
-    at batch 128, 30 MFLOP, lost 5-6% in one thread)."""
+    pay for waking them (the ``direct_split_min_flops`` setting; weight gradients count their FLOPs
+    double, as one thread measured slower for them; bench/results/optimization-log.md, step 48)."""
     split_batch(part, n, threaded=flops >= current().direct_split_min_flops)
 
 
 def _computed_channels(o: int) -> int:
     """Output channels a forward block computes for ``o`` stored ones: two to seven as eight. LLVM
-    vectorizes a block of 6 accumulators per pixel into partial vectors that measured 1.7-2.5x slower
-    than a whole 256-bit vector of 8 (lenet5's 1->6 forward, its 16->6 input gradient)."""
+    vectorizes a block of 6 accumulators per pixel into partial vectors, which measured slower than a
+    whole 256-bit vector of 8 (bench/results/optimization-log.md, step 44)."""
     return 8 if 1 < o < 8 else o
 
 

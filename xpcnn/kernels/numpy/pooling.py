@@ -79,8 +79,8 @@ def mean_pool_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: Pair
 @register("tanh_window_mean", "numpy",
           when=lambda x, kernel, stride, out_hw: _compiled_tiles(x, kernel=kernel, stride=stride, out_hw=out_hw))
 def tanh_window_mean(x: Any, kernel: Pair, stride: Pair, out_hw: Pair) -> tuple[Any, Any]:
-    """Each worker thread pools its share of ``tanh(x)`` right after computing it, while it is in cache
-    (per few images measured 7-9% slower in lenet5's training at batch 128 than a whole share at once)."""
+    """Each worker thread pools its whole share of ``tanh(x)`` right after computing it, while it is in
+    cache (pooling every few images' share measured slower: bench/results/optimization-log.md)."""
     y = numpy.empty_like(x)
     out = numpy.empty((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
 
