@@ -51,8 +51,8 @@ class Settings:
     #: Whole-batch patch matrices up to this size are kept for the backward pass instead of rebuilt.
     keep_columns_bytes: int = 16 * MiB
     #: Matrix products (a dense layer's, a convolution's GEMM chunks) of at least this many FLOPs are split
-    #: over the worker threads.
-    split_min_matmul_flops: int = 8_000_000
+    #: over the worker threads (below it one thread measured faster: bench/results/2026-11-29-vm-session7.md).
+    split_min_matmul_flops: int = 50_000_000
 
     def __post_init__(self) -> None:
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):

@@ -16,7 +16,7 @@ from typing import Any
 from xpcnn import backend as B
 from xpcnn.kernels import dispatch
 from xpcnn.ops.activations import relu_backward, relu_forward, tanh_backward
-from xpcnn.ops.pool import PoolContext, max_pool2d_backward, max_pool2d_forward, mean_pool_grad, pool_geometry, window_mean
+from xpcnn.ops.pool import PoolContext, max_pool2d_forward, max_pool_grad, mean_pool_grad, pool_geometry, window_mean
 from xpcnn.ops.shapes import Pair, Padding
 
 
@@ -28,8 +28,11 @@ def relu_max_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: Padding
 
 def relu_max_pool2d_backward(grad_y: Any, ctx: PoolContext) -> Any:
     """Gradient with respect to ``x`` of :func:`relu_max_pool2d_forward`, ReLU's included: the pooled
-    gradient where the window's maximum ``ctx.y`` is positive, routed to that maximum."""
-    return max_pool2d_backward(relu_backward(grad_y, B.channels_first(ctx.y)), ctx)
+    gradient where the window's maximum ``ctx.y`` is positive, routed to that maximum (channel-last
+    throughout: the mask and the gradient share one memory order)."""
+    g = relu_backward(B.channels_last(grad_y), ctx.y)
+    dx = max_pool_grad(g, ctx.x_padded, ctx.y, ctx.kernel, ctx.stride, ctx.out_hw)
+    return B.channels_first(B.crop_hw(dx, *ctx.padding))
 
 
 def tanh_avg_pool2d_forward(x: Any, kernel: Pair, stride: Pair, padding: Padding) -> tuple[Any, PoolContext]:

@@ -19,11 +19,12 @@ from xpcnn.kernels.registry import register
 from xpcnn.settings import current
 
 
-def _worth_splitting(x: Any, weight: Any, *_: Any, **__: Any) -> bool:
-    """Float NumPy arrays of one dtype whose product (FLOPs ``2*N*in*out``) is worth the worker threads."""
+def _worth_splitting(x: Any, weight: Any, *_: Any, products: int = 1, **__: Any) -> bool:
+    """Float NumPy arrays of one dtype whose ``products`` products (``2*N*in*out`` FLOPs each) are worth the
+    worker threads (the ``split_min_matmul_flops`` setting)."""
     return (type(x) is numpy.ndarray and type(weight) is numpy.ndarray and x.dtype == weight.dtype
             and x.dtype.kind == "f" and x.ndim == 2 and workers() > 1
-            and 2 * x.shape[0] * weight.shape[0] * weight.shape[1] >= current().split_min_matmul_flops)
+            and products * 2 * x.shape[0] * weight.shape[0] * weight.shape[1] >= current().split_min_matmul_flops)
 
 
 def _ranges(n: int) -> list[tuple[int, int]]:
@@ -52,8 +53,9 @@ def linear_forward(x: Any, weight: Any, bias: Any | None) -> Any:
     return y
 
 
-def _backward_worth_splitting(grad_y: Any, x: Any, weight: Any, *_: Any, **__: Any) -> bool:
-    return type(grad_y) is numpy.ndarray and grad_y.dtype == x.dtype and _worth_splitting(x, weight)
+def _backward_worth_splitting(grad_y: Any, x: Any, weight: Any, has_bias: bool, need_input_grad: bool = True) -> bool:
+    return (type(grad_y) is numpy.ndarray and grad_y.dtype == x.dtype
+            and _worth_splitting(x, weight, products=2 if need_input_grad else 1))
 
 
 @register("linear_backward", "numpy", when=_backward_worth_splitting)
