@@ -19,7 +19,6 @@ from xpcnn import backend as B
 from xpcnn.errors import BackendUnavailableError, DeviceUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 BACKEND_PARAMS = ["numpy", "array_api_strict", "torch", "jax", "cupy", "torch-cuda"]
 
@@ -113,6 +112,8 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST test set not found at {SHARED_MNIST}")
-    return SHARED_MNIST
+    """A folder holding MNIST's real test set, ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz``
+    (10,000 digits): the sample bundled in the package, so that no test needs data from outside the checkout.
+    Read-only: a test that changes files copies them into its own folder first."""
+    from xpcnn.data import datasets
+    return datasets.SAMPLE_DIR

@@ -34,7 +34,7 @@ class Case:
         if not xpcnn.settings.current().kernels:
             return f"{self.numpy_only}, and the kernels are switched off in this run"
         from xpcnn.kernels.numpy import compiled
-        return None if compiled.available() or not self.needs_numba else "numba is not installed (pip install 'xpcnn[fast]')"
+        return None if compiled.available() or not self.needs_numba else "numba is not installed (pip install numba)"
 
 
 def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8), lowering="auto"):

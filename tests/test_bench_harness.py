@@ -79,3 +79,16 @@ def test_layer_times_walk_the_plan(monkeypatch) -> None:
     assert calls == ["layer 1 (ReLU)", "layer 4 (MaxPool2D) with ReLU", "layer 7 (ReLU)"]
     assert all(r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in rows)
     assert rows[3]["forward_ms"] == 0.0 and rows[4]["forward_ms"] > 0
+
+
+def test_bench_without_torch_times_xpcnn_alone(capsys, monkeypatch) -> None:
+    """In a venv without PyTorch, ``xpcnn bench`` says so in one line and times xpcnn alone."""
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    assert main(["bench", "--model", "seed-simple", "--batch-size", "2", "--steps", "1", "--repeats", "1",
+                 "--settle", "0", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "PyTorch is not installed, so xpcnn is timed alone" in captured.err
+    record = json.loads(captured.out.strip())
+    assert record["train_img_s"] > 0 and record["reference"] is None

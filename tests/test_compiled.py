@@ -1,4 +1,4 @@
-"""The numba kernels (xpcnn[fast]) against the reference ops they replace."""
+"""The numba kernels against the reference ops they replace."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from xpcnn.kernels.numpy.conv import _col2im_matmul
 from xpcnn.kernels.numpy.lowering import choose_lowering
 from xpcnn.ops import fused, pool
 
-pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba is not installed (pip install 'xpcnn[fast]')")
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba is not installed (pip install numba)")
 
 
 @pytest.fixture(autouse=True)

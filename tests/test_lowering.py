@@ -78,7 +78,7 @@ def test_lowerings_agree_on_a_preset_sized_conv(rng) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-needs_numba = pytest.mark.skipif(not compiled.available(), reason="numba is not installed (pip install 'xpcnn[fast]')")
+needs_numba = pytest.mark.skipif(not compiled.available(), reason="numba is not installed (pip install numba)")
 
 
 @needs_numba

@@ -13,7 +13,7 @@ from xpcnn.ops import conv
 from xpcnn.settings import from_environ
 
 needs_threadpoolctl = pytest.mark.skipif(threads._blas_libraries() is None,
-                                         reason="threadpoolctl is not installed (pip install 'xpcnn[fast]')")
+                                         reason="threadpoolctl is not installed (pip install threadpoolctl)")
 
 #: Every split threshold at zero and small patch chunks: the test arrays are cut into pieces.
 PIECES = {"split_min_bytes": 0, "column_buffer_bytes": 4096, "direct_split_min_flops": 0, "split_min_matmul_flops": 0}

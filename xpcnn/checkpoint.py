@@ -3,6 +3,8 @@
 The file is an ``.npz`` archive of plain numeric arrays plus a JSON header, loaded with
 ``allow_pickle=False``: opening a checkpoint can never run code. Writes are atomic (temporary
 file, fsync, rename), so a crash at any moment leaves the previous checkpoint intact.
+A whole model saved alone (:meth:`Sequential.save`, :func:`save_model`) is the same format without
+optimizer state; :func:`load_model` (``xpcnn.load``) reads both.
 """
 
 from __future__ import annotations
@@ -29,13 +31,34 @@ class Checkpoint:
     model_state: dict[str, Any]
     optimizer_slots: dict[str, dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
 
     def build_model(self) -> Sequential:
-        """A fresh model of the saved architecture holding the saved weights (NumPy, CPU)."""
-        model = Sequential.from_config(self.meta["model_config"])
+        """A fresh model of the saved architecture holding the saved weights (NumPy, CPU), in the saved dtype,
+        with its name and ``normalization``. Raises :class:`CheckpointError` (naming the file) if the header
+        or the arrays do not describe a model."""
+        where = f"{self.path}: " if self.path is not None else ""
+        config = self.meta.get("model_config")
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise CheckpointError(f"{where}the file holds no model description (model_config)")
+        try:
+            model = Sequential.from_config(config)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}{exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{where}its model description cannot be built ({type(exc).__name__}: {exc})"
+                                  ) from None
         if self.meta.get("model_dtype") == "float64":
             model.to("cpu", dtype="float64")
-        model.load_state_dict(self.model_state)
+        try:
+            model.load_state_dict(self.model_state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}{exc}") from None
+        trainer = self.meta.get("trainer")
+        normalization = self.meta.get("normalization") or (trainer.get("normalization")
+                                                            if isinstance(trainer, dict) else None)
+        if isinstance(normalization, list) and len(normalization) == 2:
+            model.normalization = (float(normalization[0]), float(normalization[1]))
         return model
 
 
@@ -59,17 +82,48 @@ def save_checkpoint(path: str | os.PathLike, model: Sequential, optimizer: Any =
     return Path(path)
 
 
+def save_model(path: str | os.PathLike, model: Sequential) -> Path:
+    """Write ``model`` alone (architecture, weights, dtype, name, normalization; no optimizer) to ``path``
+    atomically, as :meth:`Sequential.save` does; returns the path."""
+    meta: dict[str, Any] = {"kind": "model"}
+    if getattr(model, "normalization", None) is not None:
+        meta["normalization"] = [float(v) for v in model.normalization]
+    return save_checkpoint(path, model, meta=meta)
+
+
+def load_model(path: str | os.PathLike, device: Any = "cpu", backend: str | None = None) -> Sequential:
+    """``xpcnn.load``: the model in ``path``, saved by :meth:`Sequential.save` or a training checkpoint
+    (``last.npz``, ``best.npz``), rebuilt with its weights, dtype, name and normalization, on ``device`` and
+    ``backend`` (default: NumPy on the CPU). Reading never runs code (``allow_pickle=False``).
+
+    Raises :class:`CheckpointError`, in one line naming the file, if it is missing, not an xpcnn file,
+    corrupt or holds no usable model.
+    """
+    model = load_checkpoint(path).build_model()
+    if device != "cpu" or backend is not None:
+        model.to(device, backend)
+    return model
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; raises :class:`CheckpointError` otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (such as {path / 'best.npz'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         arrays, meta = host.load_arrays(path)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path} is not a readable xpcnn checkpoint: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an xpcnn checkpoint (format {meta.get('format')!r})")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} is not an xpcnn checkpoint (format {found!r})")
+    if not isinstance(meta.get("format_version", 0), int):
+        raise CheckpointError(f"{path} is not a readable xpcnn checkpoint: format_version "
+                              f"{meta.get('format_version')!r}")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer xpcnn ({meta.get('xpcnn_version')}); upgrade xpcnn")
     model_state, slots = {}, {}
@@ -80,4 +134,4 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         elif section == "optim":
             key, _, slot = rest.rpartition(":")
             slots.setdefault(key, {})[slot] = value
-    return Checkpoint(model_state, slots, meta)
+    return Checkpoint(model_state, slots, meta, path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from xpcnn import backend as B
@@ -18,6 +20,9 @@ class Sequential:
     Parameters are keyed ``"<index>.<name>"`` (``"0.weight"``), exactly as in a PyTorch
     ``nn.Sequential``'s state dict. The layers run as the steps of :attr:`plan` (an activation and
     the pooling layer after it may run fused; :mod:`xpcnn.plan`).
+
+    ``normalization`` is the ``(mean, std)`` the model's inputs were standardized with in training (set by
+    :meth:`xpcnn.Trainer.fit`, kept by :meth:`save` and :func:`xpcnn.load`), or None while unknown.
     """
 
     def __init__(self, layers: list[Layer], name: str | None = None) -> None:
@@ -31,6 +36,7 @@ class Sequential:
         self.training = True
         self.placement: B.Placement = B.resolve("cpu")
         self.dtype = "float32"
+        self.normalization: tuple[float, float] | None = None
         self._plan: list[LayerStep | FusedStep] = []
         self._plan_key: tuple[int, ...] = ()
 
@@ -150,6 +156,18 @@ class Sequential:
             layer.placement = placement
         self.placement = placement
         return self
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the whole model to ``path``: architecture, weights (and buffers), dtype, name and
+        :attr:`normalization`, for :func:`xpcnn.load` to rebuild in one call.
+
+        The file is a checkpoint without optimizer state (the ``.npz`` archive of plain arrays plus a JSON
+        header of :mod:`xpcnn.checkpoint`: loading it never runs code), written exactly at ``path`` (name it
+        ``*.npz``) atomically: a crash leaves the previous file or the new one, never a torn one. Returns the path.
+        """
+        from xpcnn.checkpoint import save_model
+        return save_model(path, self)
 
     # -- description ------------------------------------------------------------------------
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 
 from xpcnn import models
 from xpcnn.bench.harness import SETTLE_SECONDS
@@ -35,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from xpcnn import backend as B
     from xpcnn.bench.harness import XpcnnStep, measure
     reference = None if args.reference == "none" else args.reference
+    if reference == "torch" and importlib.util.find_spec("torch") is None:
+        print("xpcnn bench: PyTorch is not installed, so xpcnn is timed alone (for the side-by-side "
+              "comparison: pip install torch)", file=sys.stderr)
+        reference = None
     for batch in args.batch_size:
         result = measure(args.model, batch, args.backend, args.device, reference, args.steps, args.repeats,
                          settle=args.settle)

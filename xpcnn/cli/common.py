@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from xpcnn.checkpoint import load_checkpoint
 from xpcnn.data import datasets
 from xpcnn.data.datasets import Split
 
@@ -38,9 +40,11 @@ def _float(text: str, zero_ok: bool) -> float:
     return value
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None = "mnist") -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None = "mnist",
+                       default_help: str = "%(default)s") -> None:
+    """--dataset, --data-dir and --split-test-set; ``default_help`` describes a ``None`` default."""
     parser.add_argument("--dataset", default=default_dataset, choices=sorted(datasets.DATASETS),
-                        help="dataset name (default: %(default)s)")
+                        help=f"dataset name (default: {default_help})")
     parser.add_argument("--data-dir", help="folder holding the dataset's IDX files (searched first)")
     parser.add_argument("--split-test-set", type=positive_int, metavar="N",
                         help="use only the test files: train on their first N images, test on the rest "
@@ -53,8 +57,36 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                         help="array library (default: numpy on cpu, cupy on cuda)")
 
 
+def choose_dataset(args: Any) -> None:
+    """Fill in ``args.dataset`` when no data argument names one: a resumed run's checkpoint's dataset; MNIST
+    for --data-dir or --split-test-set; otherwise full MNIST when it is here or can be downloaded, else the
+    bundled sample, saying so in one line on stderr (what happened, and how to get the full set)."""
+    if args.dataset is not None:
+        return
+    if getattr(args, "resume", None):
+        args.dataset = load_checkpoint(args.resume).meta.get("dataset")
+        if args.dataset in datasets.DATASETS:
+            return
+    if args.data_dir is not None or args.split_test_set:
+        args.dataset = "mnist"
+        return
+    args.dataset, why_not = datasets.mnist_or_sample()
+    if why_not is not None:
+        train, test = datasets.DATASETS[args.dataset].split or (0, 0)
+        command = getattr(args, "command", None) or "train"
+        print(f"xpcnn {command}: full MNIST is not on this machine and its download failed ({why_not}); training "
+              f"on the bundled sample instead: --dataset {args.dataset}, {train:,} train / {test:,} test MNIST digits. "
+              "For full MNIST, run again with network access, or put its four IDX files in a folder and pass "
+              "--data-dir DIR", file=sys.stderr)
+
+
 def load_splits(args: Any) -> tuple[Split, Split]:
-    """(train, test) as the data arguments say."""
+    """(train, test) as the data arguments say; ValueError for --split-test-set on a dataset already split or
+    larger than the test files."""
+    if args.split_test_set and datasets.dataset_info(args.dataset).split is not None:
+        train, test = datasets.dataset_info(args.dataset).split  # type: ignore[misc]
+        raise ValueError(f"--dataset {args.dataset} is already split ({train:,} train / {test:,} test images); "
+                         "drop --split-test-set")
     if args.split_test_set:
         test = datasets.load_test_only(args.dataset, args.data_dir)
         if args.split_test_set >= len(test):

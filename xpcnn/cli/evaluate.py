@@ -17,7 +17,7 @@ from xpcnn.training import Trainer
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="accuracy, loss and per-class recall of a checkpoint on a test set")
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
-    add_data_arguments(p, default_dataset=None)
+    add_data_arguments(p, default_dataset=None, default_help="the checkpoint's")
     add_device_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_evaluate)
@@ -31,10 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _trainer(path: Path, args: argparse.Namespace):
     checkpoint = load_checkpoint(path)
-    model = checkpoint.build_model()
-    state = checkpoint.meta.get("trainer", {})
-    trainer = Trainer(model, device=args.device, backend=args.backend,
-                      normalization=tuple(state.get("normalization", (0.1307, 0.3081))), progress=False)
+    model = checkpoint.build_model()  # with the normalization it was trained with (a model file's too)
+    trainer = Trainer(model, device=args.device, backend=args.backend, progress=False)
     return trainer, checkpoint
 
 

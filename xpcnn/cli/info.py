@@ -63,9 +63,9 @@ def _print_kernels() -> None:
     if numba:
         print(f"  numba {numba}: compiled kernels with {compiled.vector_lanes() * 32}-bit vectors")
     else:
-        print("  numba: not installed (no compiled kernels: pip install 'xpcnn[fast]')")
+        print("  numba: not installed (no compiled kernels: pip install numba)")
     if threads._blas_libraries() is None:
-        print("  worker threads: off (threadpoolctl is not installed: pip install 'xpcnn[fast]')")
+        print("  worker threads: off (threadpoolctl is not installed: pip install threadpoolctl)")
     else:
         print(f"  worker threads: {threads.workers()} (XPCNN_NUM_THREADS to change); OpenBLAS held to one thread "
               "during a step")

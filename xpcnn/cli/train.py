@@ -9,10 +9,11 @@ from pathlib import Path
 
 from xpcnn import models, optim
 from xpcnn.checkpoint import load_checkpoint
-from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits, positive_float, positive_int
+from xpcnn.cli import train_settings
+from xpcnn.cli.common import add_data_arguments, add_device_arguments, choose_dataset, load_splits, positive_int
 from xpcnn.data import datasets
 from xpcnn.errors import CheckpointError, XpcnnError
-from xpcnn.training import EpochSummary, HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
+from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
 
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
 OUTPUTS = ("last.npz", "best.npz", "history.jsonl")
@@ -23,13 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a preset CNN. Writes last.npz, best.npz, history.jsonl and PNG plots "
                                    "into --out.")
     p.add_argument("--model", default="seed-deep", choices=sorted(models.PRESETS), help="preset (default: %(default)s)")
-    add_data_arguments(p)
+    add_data_arguments(p, default_dataset=None,
+                       default_help="mnist when it is here or can be downloaded, else the bundled mnist-sample")
     add_device_arguments(p)
     p.add_argument("--epochs", type=positive_int, default=3, help="total epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="default: %(default)s")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="default: %(default)s")
-    p.add_argument("--lr", type=positive_float, help="learning rate (default: 0.01 for sgd, 0.001 for adam/adamw)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--lr", type=train_settings.finite_positive_float,
+                   help="learning rate (default: 0.01 for sgd, 0.001 for adam/adamw)")
+    p.add_argument("--momentum", type=train_settings.finite_non_negative_float, default=0.9,
+                   help="SGD momentum (default: %(default)s)")
+    train_settings.add_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and dropout seed (default: %(default)s)")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N images only")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<model>-<dataset>)")
@@ -40,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    choose_dataset(args)
     out = args.out or Path("runs") / f"{args.model}-{args.dataset}"
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not (args.resume or args.force):
@@ -62,15 +68,22 @@ def run(args: argparse.Namespace) -> int:
             hyper["betas"] = tuple(hyper["betas"])
         optimizer = opt_cls(model, **hyper)
         seed = checkpoint.meta.get("trainer", {}).get("seed", args.seed)
+        run_settings = train_settings.settings(args, checkpoint)
     else:
+        run_settings = train_settings.settings(args)
         model = models.build(args.model, seed=args.seed)
         opt_cls, default_lr = OPTIMIZERS[args.optimizer]
         extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
+        if args.weight_decay is not None:
+            extra["weight_decay"] = args.weight_decay
         optimizer = opt_cls(model, lr=args.lr or default_lr, **extra)
         seed = args.seed
     trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=seed,
-                      normalization=(info.mean, info.std), progress=not args.no_progress)
+                      normalization=(info.mean, info.std), progress=not args.no_progress,
+                      schedule=train_settings.build_schedule(run_settings, optimizer))
     trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes)}
+    trainer.extra_meta["training"] = run_settings  # next to the optimizer's; --resume takes them back
+    stopper = train_settings.build_early_stopping(run_settings)
     if checkpoint is not None:
         trainer.restore(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,20 +91,28 @@ def run(args: argparse.Namespace) -> int:
         for name in OUTPUTS:
             (out / name).unlink(missing_ok=True)
     print(f"training {model.name or args.model} on {args.dataset} ({len(train)} train / {len(test)} test images) "
-          f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}", file=sys.stderr)
+          f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}"
+          f"{train_settings.describe(run_settings, optimizer)}", file=sys.stderr)
+    epochs_before = trainer.epoch
     try:
         trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size,
-                    callbacks=[ModelCheckpoint(out), HistoryLogger(out / "history.jsonl"), EpochSummary()])
+                    callbacks=[ModelCheckpoint(out), HistoryLogger(out / "history.jsonl"), *filter(None, [stopper])],
+                    verbose=2 if args.no_progress else 1)
     except TrainingInterrupted:
         print(f"\ninterrupted: progress saved to {out / 'last.npz'}; continue with "
               f"xpcnn train --resume {out / 'last.npz'} --out {out} --epochs {args.epochs}", file=sys.stderr)
         return 130
+    if stopper is not None and stopper.message():
+        print(stopper.message() + f" of {args.epochs}" + ("" if trainer.epoch > epochs_before else
+              f"; nothing left to resume: pass --early-stopping N above {stopper.patience} to train on"),
+              file=sys.stderr)
     result = trainer.evaluate(test)
     print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
                       "per_class_recall": [round(r, 4) for r in result["per_class_recall"]]}))
     if plots.matplotlib_available():
-        plots.plot_history(trainer.history, out / "history.png")
-        plots.plot_recall(result["per_class_recall"], info.classes, out / "recall.png")
+        plots.plot_history(trainer.history, out / "history.png", model=model.name or args.model, dataset=args.dataset)
+        plots.plot_recall(result["per_class_recall"], info.classes, out / "recall.png", model=model.name or args.model,
+                          dataset=args.dataset)
         print(f"wrote {out / 'last.npz'}, {out / 'best.npz'}, {out / 'history.jsonl'}, history.png, recall.png",
               file=sys.stderr)
     else:

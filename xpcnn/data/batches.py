@@ -8,17 +8,39 @@ from typing import Any
 from xpcnn import backend as B
 from xpcnn.backend import host
 from xpcnn.data.datasets import Split
+from xpcnn.errors import ShapeError
 
 #: Datasets up to this size (float32 bytes) are moved to the device once, not batch by batch.
 RESIDENT_LIMIT_BYTES = 2 * 2**30
 
 
+def image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a batch of images shaped ``(N, H, W)`` (one channel) or ``(N, C, H, W)``.
+
+    Raises :class:`ShapeError` for any other rank, and for channel-last ``(N, H, W, C)`` images (last axis
+    1, 3 or 4 after a spatial axis over 4), saying to transpose them to ``(N, C, H, W)``.
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 3:
+        return (1, shape[1], shape[2])
+    if len(shape) == 4:
+        if shape[3] in (1, 3, 4) and shape[1] > 4:
+            n, h, w, c = shape
+            raise ShapeError(f"images of shape {shape} are channel-last (N, H, W, {c}); xpcnn takes (N, {c}, H, W): "
+                             f"pass images.transpose(0, 3, 1, 2), shape {(n, c, h, w)}")
+        return (shape[1], shape[2], shape[3])
+    hint = "; for one image pass images[None]" if len(shape) == 2 else ""
+    raise ShapeError(f"expected images (N, H, W) or (N, C, H, W), got shape {shape}{hint}")
+
+
 def normalize(images: host.ndarray, mean: float, std: float) -> host.ndarray:
-    """uint8 ``(N, H, W)`` or ``(N, C, H, W)`` -> float32 ``(N, C, H, W)``: scale to [0, 1], then standardize."""
+    """uint8 ``(N, H, W)`` or ``(N, C, H, W)`` (any C: grey, RGB, ...) -> float32 ``(N, C, H, W)``: scale to
+    [0, 1], then standardize with ``mean`` and ``std``. Raises :class:`ShapeError` as :func:`image_shape` says
+    (channel-last ``(N, H, W, 3)`` images: transpose them to ``(N, 3, H, W)``)."""
     xp = host.xp
+    c, h, w = image_shape(images.shape)
     x = xp.astype(images, xp.float32) / 255.0
-    if len(x.shape) == 3:
-        x = xp.reshape(x, (x.shape[0], 1, x.shape[1], x.shape[2]))
+    x = xp.reshape(x, (x.shape[0], c, h, w))
     return (x - mean) / std
 
 

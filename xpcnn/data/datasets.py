@@ -1,8 +1,12 @@
-"""MNIST-style datasets: where to find their four IDX files, and how to download them safely."""
+"""MNIST-style datasets: where to find their four IDX files, how to download them safely, and the small
+sample of real MNIST digits that ships inside the package (so that a first run needs no network)."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +20,29 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+TEST_PARTS = ("test_images", "test_labels")
+
+#: The bundled sample: MNIST's 10,000-image test set (the two t10k files, 1.7 MB), shipped as package data.
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+
+#: Debian's dataset packages install here (``apt-get install dataset-fashion-mnist``); ``$XPCNN_SYSTEM_DATA``
+#: replaces it (folders separated by ``os.pathsep``; empty: none).
+SYSTEM_DATA = "/usr/share/datasets"
+
+#: Seconds a mirror has to resolve and accept a connection (all its addresses together), and to send each
+#: piece of a download once it runs: without a network a download attempt gives up within seconds.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset's download mirrors, file checksums, class names and normalization constants."""
+    """A dataset's download mirrors, file checksums, class names and normalization constants (the mean and
+    standard deviation of its training pixels scaled to [0, 1]).
+
+    A bundled dataset ships inside the package: ``bundled`` is the folder of its two t10k files, and
+    ``split`` says how they divide, the first ``split[0]`` images to train and the next ``split[1]`` to test.
+    """
 
     name: str
     mirrors: tuple[str, ...]
@@ -28,6 +50,8 @@ class DatasetInfo:
     classes: tuple[str, ...]
     mean: float
     std: float
+    bundled: Path | None = None
+    split: tuple[int, int] | None = None
 
 
 DATASETS = {
@@ -48,38 +72,55 @@ DATASETS = {
          "test_labels": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"},
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         0.2860, 0.3530),
+    # MNIST's own test set, bundled: the first 8,000 digits train, the last 2,000 test (the same division as
+    # `--dataset mnist --split-test-set 8000` on the t10k files). MNIST's normalization constants.
+    "mnist-sample": DatasetInfo(
+        "mnist-sample", (),
+        {"test_images": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+         "test_labels": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
+        tuple(str(d) for d in range(10)), 0.1307, 0.3081, bundled=SAMPLE_DIR, split=(8000, 2000)),
 }
 
 
 @dataclass
 class Split:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64, on the host."""
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64, on the host, and the name of the dataset they
+    come from (``None`` for arrays made by hand; :func:`dataset_info` gives its classes and normalization)."""
 
     images: host.ndarray
     labels: host.ndarray
+    dataset: str | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def take(self, start: int, stop: int | None = None) -> Split:
-        return Split(self.images[start:stop], self.labels[start:stop])
+        """Images ``start:stop`` (a view, not a copy), of the same dataset."""
+        return Split(self.images[start:stop], self.labels[start:stop], self.dataset)
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of dataset ``name``; raises :class:`DataError` naming the known ones."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched for ``name``'s files, in order: --data-dir, $XPCNN_DATA, the user cache, Debian's."""
+    """Folders searched for ``name``'s files, in order: --data-dir, $XPCNN_DATA, the user cache, then the
+    system's (Debian's ``/usr/share/datasets/<name>``, or those of ``$XPCNN_SYSTEM_DATA``)."""
     dirs: list[Path] = []
     if data_dir is not None:
         dirs += [Path(data_dir), Path(data_dir) / name]
     if os.environ.get("XPCNN_DATA"):
         dirs += [Path(os.environ["XPCNN_DATA"]) / name, Path(os.environ["XPCNN_DATA"])]
-    dirs += [cache_dir(name), Path("/usr/share/datasets") / name]
+    dirs += [cache_dir(name)] + [folder / name for folder in system_dirs()]
     return dirs
+
+
+def system_dirs() -> list[Path]:
+    """``$XPCNN_SYSTEM_DATA`` split at ``os.pathsep`` (set but empty: no folder), else ``[/usr/share/datasets]``."""
+    return [Path(folder) for folder in os.environ.get("XPCNN_SYSTEM_DATA", SYSTEM_DATA).split(os.pathsep) if folder]
 
 
 def cache_dir(name: str) -> Path:
@@ -89,77 +130,278 @@ def cache_dir(name: str) -> Path:
 
 
 def _find(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.gz`` or ``folder/stem``, whichever is a file (the compressed one first), else None."""
     for candidate in (folder / (stem + ".gz"), folder / stem):
         if candidate.is_file():
             return candidate
     return None
 
 
-def locate(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[str, ...] = tuple(FILES),
-           download: bool = True) -> dict[str, Path]:
-    """Paths of ``parts`` of dataset ``name``: the first folder holding all of them, else a download.
-
-    Raises :class:`DataError` naming every folder searched and how to supply the files.
-    """
-    info = dataset_info(name)
-    for folder in search_dirs(name, data_dir):
+def find_local(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[str, ...] = tuple(FILES),
+               dirs: list[Path] | None = None) -> dict[str, Path] | None:
+    """Paths of ``parts`` in the first of ``dirs`` (default: :func:`search_dirs`) that holds all of them, or None.
+    Never downloads."""
+    for folder in search_dirs(name, data_dir) if dirs is None else dirs:
         found = {part: _find(folder, FILES[part]) for part in parts}
         if all(found.values()):
             return found  # type: ignore[return-value]
-    if data_dir is not None:
-        download = False  # an explicit folder is a promise that the files are there
-    errors = []
-    if download:
+    return None
+
+
+class DownloadFailed(DataError):
+    """No mirror delivered a file; ``reasons`` holds one ``"host: why"`` per mirror tried."""
+
+    def __init__(self, filename: str, reasons: list[str]) -> None:
+        super().__init__(f"could not download {filename} ({'; '.join(reasons) or 'no mirror'})")
+        self.reasons = reasons
+
+
+class DatasetNotFound(DataError):
+    """No folder holds a dataset's files and none could be downloaded; ``download_error`` is why the download
+    failed (None when none was tried)."""
+
+    def __init__(self, message: str, download_error: DataError | None = None) -> None:
+        super().__init__(message)
+        self.download_error = download_error
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[str, ...] = tuple(FILES),
+           download: bool = True) -> dict[str, Path]:
+    """Paths of ``parts`` of dataset ``name``: the first folder holding all of them, else a download into the
+    user cache (never when ``data_dir`` is given: an explicit folder is a promise that the files are there).
+    A bundled dataset's files come from the package (its test parts only).
+
+    Raises :class:`DatasetNotFound` (a :class:`DataError`) in one line: every folder searched, why the
+    download failed, how to supply the files, and the datasets this machine has instead.
+    """
+    info = dataset_info(name)
+    if info.bundled is not None:
+        return _bundled_files(info, data_dir, parts)
+    found = find_local(name, data_dir, parts)
+    if found is not None:
+        return found
+    download_error = None
+    if download and data_dir is None:
         try:
             return {part: fetch(info, part) for part in parts}
         except DataError as exc:
-            errors.append(str(exc))
+            download_error = exc
+    raise DatasetNotFound(_not_found(name, data_dir, parts, download_error), download_error)
+
+
+def _not_found(name: str, data_dir: str | os.PathLike | None, parts: tuple[str, ...],
+               download_error: DataError | None) -> str:
+    """The one-line message of :class:`DatasetNotFound`."""
     searched = ", ".join(str(d) for d in search_dirs(name, data_dir))
     wanted = ", ".join(FILES[p] + "[.gz]" for p in parts)
     hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
-    raise DataError(f"dataset {name!r} not found: looked for {wanted} in {searched}; "
-                    + (f"download failed: {errors[0]}; " if errors else "")
-                    + f"put the four IDX files in a folder and pass --data-dir DIR, or set XPCNN_DATA{hint}")
+    here = available(data_dir, wanted=name)
+    return (f"dataset {name!r} not found: looked for {wanted} in {searched}; "
+            + (f"download failed: {download_error}; " if download_error else "")
+            + f"put the four IDX files in a folder and pass --data-dir DIR, or set XPCNN_DATA{hint}"
+            + (f"; this machine has: {', '.join(here)}" if here else ""))
+
+
+def available(data_dir: str | os.PathLike | None = None, wanted: str | None = None) -> list[str]:
+    """The datasets this machine can use without a download, each as the flags that use it and where it is,
+    e.g. ``"--dataset mnist-sample (bundled: 8,000 train / 2,000 test images)"`` or ``"--dataset fashion-mnist
+    (in /usr/share/datasets/fashion-mnist)"``. Only folders named after a dataset count (a bare $XPCNN_DATA or
+    ``data_dir`` could hold any of them), except that dataset ``wanted`` is also looked for in ``data_dir``; a
+    folder of only a dataset's test files is listed with ``--split-test-set N``."""
+    found = []
+    for name, info in DATASETS.items():
+        if info.bundled is not None:
+            if info.split and all(_find(info.bundled, FILES[part]) for part in TEST_PARTS):
+                found.append(f"--dataset {name} (bundled: {info.split[0]:,} train / {info.split[1]:,} test images)")
+            continue
+        dirs = [d for d in search_dirs(name) if d.name == name]
+        if name == wanted and data_dir is not None:
+            dirs = [Path(data_dir), Path(data_dir) / name] + dirs
+        full = find_local(name, parts=tuple(FILES), dirs=dirs)
+        tests = full or find_local(name, parts=TEST_PARTS, dirs=dirs)
+        if full and name != wanted:
+            found.append(f"--dataset {name} (in {full['train_images'].parent})")
+        elif tests and not full:
+            folder = tests["test_images"].parent
+            found.append(f"--dataset {name} --data-dir {folder} --split-test-set N (only its test files)")
+    return found
+
+
+def _bundled_files(info: DatasetInfo, data_dir: str | os.PathLike | None, parts: tuple[str, ...]
+                   ) -> dict[str, Path]:
+    """The bundled dataset's files of ``parts`` (its test parts only). Raises :class:`DataError` for a
+    ``data_dir`` (the files come from the package), a train part, or a file missing from the installation."""
+    full = info.name.removesuffix("-sample")
+    if data_dir is not None:
+        raise DataError(f"--dataset {info.name} is bundled with xpcnn and reads no folder: drop --data-dir "
+                        f"{data_dir}, or pass --dataset {full} --data-dir {data_dir}")
+    if set(parts) - set(TEST_PARTS):
+        raise DataError(f"{info.name} ships only MNIST's t10k files, not separate training files: "
+                        f"datasets.load({info.name!r}) splits them into train and test")
+    paths = {part: info.bundled / (FILES[part] + ".gz") for part in parts}  # type: ignore[operator]
+    for path in paths.values():
+        if not path.is_file():
+            raise DataError(f"{path} is missing: this installation of xpcnn lacks its bundled sample; reinstall "
+                            f"it (pip install --force-reinstall xpcnn), or use --dataset {full}")
+    return paths
+
+
+def unreachable(url: str, timeout: float | None = None) -> str | None:
+    """Why ``url``'s server cannot be reached within ``timeout`` seconds (default :data:`CONNECT_TIMEOUT`, for
+    the name lookup and the TCP connection to every address together), in a few words such as ``"connection
+    refused"``; None when it accepts a connection, or when a proxy from the environment will carry the request.
+
+    The attempt runs on a daemon thread that is left behind when it overruns (a name lookup cannot be
+    interrupted), so that no network means an answer within ``timeout`` seconds.
+    """
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        return f"{url!r} is not an http:// or https:// address"
+    from urllib.request import getproxies, proxy_bypass  # loads http.client: only when a download is tried
+    proxies = getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(host):
+        return None
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(network_reason(exc))
+
+    worker = threading.Thread(target=connect, name="xpcnn-connect", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"no connection within {timeout:g} s"
+
+
+def network_reason(exc: BaseException) -> str:
+    """A few words for a failed connection or download, from the innermost cause inside requests' and
+    urllib3's wrappers: ``"HTTP 404"``, ``"connection refused"``, ``"host name not resolved, no network?"``,
+    ``"timed out"``, ``"network is unreachable"``, ..."""
+    chain = _causes(exc)
+    for cause in chain:
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return f"HTTP {status}"
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not resolved, no network?"
+    for cause in chain:
+        if isinstance(cause, TimeoutError) or "timeout" in type(cause).__name__.lower():
+            return "timed out"
+    for cause in chain:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:100]}" if first else type(exc).__name__
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, a ``reason`` attribute, exceptions among its
+    arguments), outermost first."""
+    chain: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo:
+        cause = todo.pop(0)
+        if not isinstance(cause, BaseException) or any(cause is seen for seen in chain):
+            continue
+        chain.append(cause)
+        todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+    return chain
 
 
 def fetch(info: DatasetInfo, part: str) -> Path:
-    """Download one file into the user cache with SHA-256 verification (pooch writes atomically)."""
+    """Download one file into the user cache with SHA-256 verification (pooch writes atomically), from the
+    first of ``info.mirrors`` (or of ``$XPCNN_MIRROR``, space-separated) that works.
+
+    A mirror is skipped when it does not accept a connection within :data:`CONNECT_TIMEOUT` seconds, and a
+    download stalls out after :data:`READ_TIMEOUT`, so without a network this fails within seconds. Raises
+    :class:`DataError` in one line: a failed SHA-256 check (the download is deleted), or per mirror why it
+    failed (``"could not download t10k-labels-idx1-ubyte.gz (127.0.0.1:9: connection refused)"``).
+    """
     import pooch
     pooch.get_logger().setLevel("WARNING")  # the progress bar says what is downloading; errors say the rest
     folder = cache_dir(info.name)
     filename = FILES[part] + ".gz"
     mirrors = os.environ.get("XPCNN_MIRROR", "").split() or list(info.mirrors)
-    last_error: Exception | None = None
+    failures = []
     for mirror in mirrors:
-        try:
-            path = pooch.retrieve(mirror.rstrip("/") + "/" + filename, known_hash=f"sha256:{info.sha256[part]}",
-                                  fname=filename, path=folder, progressbar=True)
-            return Path(path)
-        except ValueError as exc:  # pooch's hash mismatch: the download is deleted, never kept
-            raise DataError(f"{filename} from {mirror} failed its SHA-256 check ({exc})") from None
-        except Exception as exc:  # network errors differ by transport; try the next mirror
-            last_error = exc
-    raise DataError(f"could not download {filename} from {', '.join(mirrors)} ({type(last_error).__name__}: "
-                    f"{last_error})")
+        url = mirror.rstrip("/") + "/" + filename
+        why = unreachable(url)
+        if why is None:
+            downloader = pooch.HTTPDownloader(progressbar=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            try:
+                return Path(pooch.retrieve(url, known_hash=f"sha256:{info.sha256[part]}", fname=filename,
+                                           path=folder, downloader=downloader))
+            except ValueError as exc:
+                if "hash" in str(exc).lower():  # pooch's hash mismatch: the download is deleted, never kept
+                    raise DataError(f"{filename} from {mirror} failed its SHA-256 check ({exc})") from None
+                why = network_reason(exc)
+            except Exception as exc:  # network errors differ by transport; try the next mirror
+                why = network_reason(exc)
+        failures.append(f"{urllib.parse.urlsplit(url).netloc or mirror}: {why}")
+    raise DownloadFailed(filename, failures)
+
+
+def mnist_or_sample() -> tuple[str, str | None]:
+    """``("mnist", None)`` when full MNIST is in a folder of :func:`search_dirs` or can be downloaded (it then
+    is, into the user cache), else ``("mnist-sample", why the download failed)``, e.g. ``"127.0.0.1:9: connection
+    refused"``: the dataset ``xpcnn train`` uses by default."""
+    try:
+        locate("mnist")
+    except DatasetNotFound as exc:
+        error = exc.download_error
+        return "mnist-sample", "; ".join(error.reasons) if isinstance(error, DownloadFailed) else str(error)
+    return "mnist", None
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> tuple[Split, Split]:
-    """``(train, test)`` splits of dataset ``name``, found or downloaded as :func:`locate` says."""
+    """``(train, test)`` splits of dataset ``name``, found or downloaded as :func:`locate` says; a bundled
+    dataset's files divided as its ``split`` says (``"mnist-sample"``: the first 8,000 and the last 2,000).
+    Each split's ``dataset`` is ``name``. Raises :class:`DataError` in one line."""
+    info = dataset_info(name)
+    if info.bundled is not None and info.split is not None:
+        everything = _bundled_split(info, data_dir)
+        return everything.take(0, info.split[0]), everything.take(info.split[0])
     paths = locate(name, data_dir, download=download)
-    return (_split(paths["train_images"], paths["train_labels"]),
-            _split(paths["test_images"], paths["test_labels"]))
+    return (_split(paths["train_images"], paths["train_labels"], name),
+            _split(paths["test_images"], paths["test_labels"], name))
 
 
 def load_test_only(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Split:
-    """Only the test split (for folders such as the shared MNIST test set)."""
-    paths = locate(name, data_dir, parts=("test_images", "test_labels"), download=download)
-    return _split(paths["test_images"], paths["test_labels"])
+    """Only the test split (for folders such as the shared MNIST test set; a bundled dataset's test part)."""
+    info = dataset_info(name)
+    if info.bundled is not None and info.split is not None:
+        return _bundled_split(info, data_dir).take(info.split[0])
+    paths = locate(name, data_dir, parts=TEST_PARTS, download=download)
+    return _split(paths["test_images"], paths["test_labels"], name)
 
 
-def _split(images_path: Path, labels_path: Path) -> Split:
+def _bundled_split(info: DatasetInfo, data_dir: str | os.PathLike | None) -> Split:
+    """All images of a bundled dataset, checked to number ``sum(info.split)``."""
+    paths = locate(info.name, data_dir, parts=TEST_PARTS)
+    split = _split(paths["test_images"], paths["test_labels"], info.name)
+    if info.split is not None and len(split) != sum(info.split):
+        raise DataError(f"{paths['test_images']} holds {len(split)} images, not {sum(info.split)}: this "
+                        "installation's bundled sample is damaged; reinstall xpcnn "
+                        "(pip install --force-reinstall xpcnn)")
+    return split
+
+
+def _split(images_path: Path, labels_path: Path, dataset: str | None = None) -> Split:
+    """The :class:`Split` in an images and a labels IDX file; :class:`DataError` if their counts differ."""
     images = read_idx(images_path, expect_ndim=3)
     labels = read_idx(labels_path, expect_ndim=1)
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{images_path.name} holds {images.shape[0]} images but {labels_path.name} holds "
                         f"{labels.shape[0]} labels; the files do not belong together")
-    return Split(images, host.xp.astype(labels, host.xp.int64))
+    return Split(images, host.xp.astype(labels, host.xp.int64), dataset)

@@ -10,6 +10,6 @@ backend where its condition holds, with the same results (tests check each again
 Only this package imports numba or threadpoolctl.
 """
 
-from xpcnn.kernels.registry import Kernel, dispatch, find, kernels, register, step_scope
+from xpcnn.kernels.registry import Kernel, compile_seconds, dispatch, find, kernels, register, step_scope
 
-__all__ = ["Kernel", "dispatch", "find", "kernels", "register", "step_scope"]
+__all__ = ["Kernel", "compile_seconds", "dispatch", "find", "kernels", "register", "step_scope"]

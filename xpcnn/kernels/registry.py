@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,12 @@ def _load(backend: str) -> None:
     _loaded.add(backend)
     if backend in PACKAGES:
         importlib.import_module(PACKAGES[backend])
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels so far (a trainer leaves them out of its img/s)."""
+    numpy_kernels = sys.modules.get(PACKAGES["numpy"] + ".generated")
+    return numpy_kernels.compile_seconds() if numpy_kernels is not None else 0.0
 
 
 def step_scope(x: Any) -> Any:

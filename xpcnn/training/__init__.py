@@ -1,6 +1,8 @@
 """Training: the ``Trainer``, its callbacks and metrics."""
 
-from xpcnn.training.callbacks import Callback, EarlyStopping, EpochSummary, HistoryLogger, ModelCheckpoint
+from xpcnn.training.callbacks import (Callback, EarlyStopping, EpochSummary, HistoryLogger, ModelCheckpoint,
+                                      format_epoch)
 from xpcnn.training.trainer import Trainer, TrainingInterrupted
 
-__all__ = ["Callback", "EarlyStopping", "EpochSummary", "HistoryLogger", "ModelCheckpoint", "Trainer", "TrainingInterrupted"]
+__all__ = ["Callback", "EarlyStopping", "EpochSummary", "HistoryLogger", "ModelCheckpoint", "Trainer",
+           "TrainingInterrupted", "format_epoch"]

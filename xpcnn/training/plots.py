@@ -15,11 +15,19 @@ def matplotlib_available() -> bool:
         return False
 
 
-def plot_history(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy per epoch (training and validation), side by side."""
+def run_title(model: str | None = None, dataset: str | None = None) -> str | None:
+    """``"seed-deep on mnist"``, or whichever of the two is known, or None."""
+    if model and dataset:
+        return f"{model} on {dataset}"
+    return model or dataset or None
+
+
+def history_figure(history: list[dict[str, Any]], model: str | None = None, dataset: str | None = None) -> Any:
+    """The matplotlib Figure of :func:`plot_history` (the caller closes it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label, ax in (("loss", "train", ax_loss), ("val_loss", "validation", ax_loss),
@@ -30,16 +38,31 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> Path:
     ax_loss.set(title="loss", xlabel="epoch")
     ax_acc.set(title="accuracy", xlabel="epoch")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    title = run_title(model, dataset)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, model: str | None = None,
+                 dataset: str | None = None) -> Path:
+    """Loss and accuracy per epoch (training and validation), side by side, on whole-number epoch ticks,
+    titled with ``model`` and ``dataset`` when given (``"mnist-cnn on fashion-mnist"``); writes a PNG."""
+    import matplotlib.pyplot as plt
+    fig = history_figure(history, model, dataset)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def plot_recall(recall: Sequence[float], classes: Sequence[str], path: Path) -> Path:
-    """Per-class recall as bars."""
+def plot_recall(recall: Sequence[float], classes: Sequence[str], path: Path, model: str | None = None,
+                dataset: str | None = None) -> Path:
+    """Per-class recall as bars, titled with ``model`` and ``dataset`` when given; writes a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -47,7 +70,9 @@ def plot_recall(recall: Sequence[float], classes: Sequence[str], path: Path) -> 
     bars = ax.bar(range(len(recall)), recall, color="tab:blue")
     ax.bar_label(bars, labels=[f"{r:.3f}" for r in recall], fontsize=8)
     ax.set_xticks(range(len(recall)), classes, rotation=30, ha="right")
-    ax.set(ylim=(0, 1.08), ylabel="recall", title="per-class recall (test set)")
+    title = run_title(model, dataset)
+    ax.set(ylim=(0, 1.08), ylabel="recall",
+           title=f"{title}: per-class recall (test set)" if title else "per-class recall (test set)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

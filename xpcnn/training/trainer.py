@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,14 +14,52 @@ from tqdm.auto import tqdm
 from xpcnn import backend as B
 from xpcnn.backend import host
 from xpcnn.checkpoint import Checkpoint, save_checkpoint
-from xpcnn.data.batches import DeviceData
-from xpcnn.data.datasets import Split
+from xpcnn.data.batches import DeviceData, image_shape
+from xpcnn.data.datasets import Split, dataset_info
+from xpcnn.errors import DataError, ShapeError
+from xpcnn.kernels import compile_seconds
 from xpcnn.losses import SoftmaxCrossEntropy, check_labels
 from xpcnn.model import Sequential
 from xpcnn.ops.loss import log_softmax
 from xpcnn.optim.base import Optimizer
-from xpcnn.training.callbacks import Callback
+from xpcnn.training.callbacks import Callback, format_epoch
 from xpcnn.training.metrics import confusion_matrix, summarize
+
+
+#: MNIST's ``(mean, std)``: the normalization of images whose dataset is unknown.
+MNIST_NORMALIZATION = (0.1307, 0.3081)
+
+#: The progress bar's layout: ``epoch 3/10  45%|████      | 844/1875 [00:06, loss 0.1234 acc 0.9650 4903 img/s]``
+#: (time left, then :func:`bar_postfix`), which fits 80 columns with a bar for up to 99 epochs, 99,999
+#: batches, an hour left and 99,999 img/s.
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{remaining}{postfix}]"
+
+
+def bar_postfix(loss: float, accuracy: float, images_per_s: float) -> str:
+    """The progress bar's metrics: ``loss 0.1234 acc 0.9650 4903 img/s``."""
+    return f"loss {loss:.4f} acc {accuracy:.4f} {images_per_s:.0f} img/s"
+
+
+def dataset_normalization(split: Split | None) -> tuple[float, float] | None:
+    """The ``(mean, std)`` of the dataset ``split`` comes from (its ``dataset`` name), or None if unknown."""
+    name = getattr(split, "dataset", None)
+    if not name:
+        return None
+    try:
+        info = dataset_info(name)
+    except DataError:
+        return None
+    return (float(info.mean), float(info.std))
+
+
+def _checked_normalization(value: Any) -> tuple[float, float]:
+    try:
+        mean, std = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"normalization must be a (mean, std) pair of numbers, got {value!r}") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"normalization must be a finite mean and a positive std, got ({mean}, {std})")
+    return (mean, std)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -30,13 +70,22 @@ class Trainer:
     """Train ``model`` with ``optimizer`` on ``device`` ("cpu", "cuda", "cuda:N") and ``backend``.
 
     ``"cpu"`` trains on NumPy and ``"cuda"`` on CuPy unless ``backend`` names another namespace.
-    ``normalization`` is the ``(mean, std)`` applied to uint8 images after scaling to [0, 1].
+
+    Images are uint8 ``(N, H, W)`` or ``(N, C, H, W)`` (colour: ``(N, 3, H, W)``), scaled to [0, 1] and
+    standardized with ``normalization``, a ``(mean, std)`` pair. Left at None, it is chosen at the first
+    :meth:`fit` (and kept, so evaluation uses the training constants): the constants the model was trained with
+    (``model.normalization``, which :func:`xpcnn.load` restores), else those of the training split's dataset
+    (``split.dataset``, as :func:`xpcnn.data.datasets.load` sets it: Fashion-MNIST's for Fashion-MNIST), else
+    MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins. ``fit`` records the pair in
+    ``model.normalization`` and checkpoints record it too. ``progress=False`` makes :meth:`fit` silent by default.
     """
 
     def __init__(self, model: Sequential, optimizer: Optimizer | None = None, loss: SoftmaxCrossEntropy | None = None,
                  device: Any = "cpu", backend: str | None = None, seed: int = 0,
-                 normalization: tuple[float, float] = (0.1307, 0.3081), schedule: Any = None,
+                 normalization: tuple[float, float] | None = None, schedule: Any = None,
                  progress: bool = True) -> None:
+        if normalization is not None:
+            normalization = _checked_normalization(normalization)
         self.model = model.to(device, backend)
         self.placement = self.model.placement
         self.optimizer = optimizer
@@ -52,41 +101,87 @@ class Trainer:
         self.extra_meta: dict[str, Any] = {}
 
     # -- training -----------------------------------------------------------------------------
+    def _normalization(self, split: Split | None = None) -> tuple[float, float]:
+        """The ``(mean, std)`` in use, or the one :meth:`fit` would choose for ``split`` (see the class docstring)."""
+        if self.normalization is not None:
+            return self.normalization
+        recorded = getattr(self.model, "normalization", None)
+        if recorded is not None:
+            return _checked_normalization(recorded)
+        return dataset_normalization(split) or MNIST_NORMALIZATION
+
     def _device_data(self, split: Split) -> DeviceData:
-        return DeviceData(split, self.placement, *self.normalization, dtype=self.model.dtype)
+        return DeviceData(split, self.placement, *self._normalization(split), dtype=self.model.dtype)
+
+    def _input_shape(self, images: host.ndarray) -> tuple[int, int, int, int]:
+        """``(1, C, H, W)`` for a batch of ``images``, after checking the model's first layer takes C channels.
+
+        Raises :class:`ShapeError` in one line naming both channel counts and the fix.
+        """
+        c, h, w = image_shape(images.shape)
+        for layer in self.model.layers:
+            expected = getattr(layer, "in_channels", getattr(layer, "num_features", None))
+            if expected is not None and expected != c:
+                given = "(N, H, W), grey" if len(images.shape) == 3 else f"{tuple(images.shape)}"
+                raise ShapeError(f"{layer.name} expects {expected} input channel{'s' * (expected != 1)}, but the "
+                                 f"images have {c} "
+                                 f"(shape {given}); pass (N, {expected}, H, W) images, or build the model for "
+                                 f"{c}-channel input ({type(layer).__name__}({c}, ...) as its first layer)")
+            if expected is not None or hasattr(layer, "in_features"):
+                break
+        return (1, c, h, w)
 
     def _checked_data(self, split: Split, where: str) -> DeviceData:
-        """``split`` on the device, after checking its labels fit the model's output once, on the host."""
-        num_classes = self.model.output_shape((1, 1, *split.images.shape[-2:]))[-1]
+        """``split`` on the device, after checking its images and labels fit the model, once, on the host."""
+        num_classes = self.model.output_shape(self._input_shape(split.images))[-1]
         check_labels(split.labels, num_classes, where=where)
         return self._device_data(split)
 
     def fit(self, train: Split, val: Split | None = None, epochs: int = 1, batch_size: int = 32,
-            callbacks: Iterable[Callback] = ()) -> list[dict[str, Any]]:
+            callbacks: Iterable[Callback] = (), verbose: int | None = None) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are finished in total (a resumed run continues its count).
+
+        ``train`` and ``val`` hold uint8 images ``(N, H, W)`` or ``(N, C, H, W)`` and int labels ``(N,)``.
+        ``verbose`` as in Keras: 0 silent, 1 a progress bar (loss, accuracy and img/s so far) and one line per
+        epoch, 2 the line per epoch only; default 1, or 0 for a ``Trainer(progress=False)``. The epoch line
+        (:func:`~xpcnn.training.format_epoch`: loss, accuracy, img/s, seconds and, given ``val``, val_loss
+        and val_accuracy) goes to stderr, like the bar, so stdout stays free for results.
 
         Returns the history: one record per epoch with ``loss``, ``accuracy``, ``images_per_s``
         and, given ``val``, ``val_loss`` and ``val_accuracy``. Ctrl-C runs the callbacks'
-        ``on_interrupt`` (a checkpoint saves) and raises :class:`TrainingInterrupted`.
+        ``on_interrupt`` (a checkpoint saves) and raises :class:`TrainingInterrupted`. Raises
+        :class:`ShapeError` for channel-last images or a channel count the model does not take.
         """
         if self.optimizer is None:
             raise ValueError("Trainer.fit needs an optimizer: Trainer(model, xpcnn.optim.Adam(model), ...)")
         if epochs <= 0 or batch_size <= 0:
             raise ValueError(f"epochs and batch_size must be positive, got epochs={epochs}, batch_size={batch_size}")
+        if verbose is None:
+            verbose = 1 if self.progress else 0
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar and epoch lines) or 2 (epoch lines), "
+                             f"got {verbose!r}")
         callbacks = list(callbacks)
+        self.normalization = self._normalization(train)  # chosen once: evaluation uses the training constants
+        self.model.normalization = self.normalization
         data = self._checked_data(train, "training labels")
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
         self.stop_training = False
+        for callback in callbacks:
+            if hasattr(callback, "on_train_begin"):  # callbacks may be duck-typed, without the newer hook
+                callback.on_train_begin(self)
         try:
             while self.epoch < epochs and not self.stop_training:
-                record = self._train_epoch(data, batch_size, epochs)
+                record = self._train_epoch(data, batch_size, epochs, show_bar=verbose == 1)
                 if val_data is not None:
                     result = self._evaluate(val_data, batch_size=max(batch_size, 256))
                     record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
                 if self.schedule is not None:
                     record["lr"] = self.optimizer.lr
                     self.schedule.step()
+                if verbose:
+                    print(format_epoch(record, epochs), file=sys.stderr, flush=True)
                 self.history.append(record)
                 for callback in callbacks:
                     callback.on_epoch_end(self, record)
@@ -98,12 +193,14 @@ class Trainer:
             self.loss.check = True
         return self.history
 
-    def _train_epoch(self, data: DeviceData, batch_size: int, epochs: int) -> dict[str, Any]:
+    def _train_epoch(self, data: DeviceData, batch_size: int, epochs: int, show_bar: bool = True) -> dict[str, Any]:
         model, xp = self.model.train(), self.placement.xp
         total = data.num_batches(batch_size)
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
-                   unit="batch", disable=not self.progress, dynamic_ncols=True, leave=True)
+                   unit="batch", disable=not show_bar, dynamic_ncols=True, leave=False, bar_format=BAR_FORMAT,
+                   file=sys.stderr)  # the epoch line replaces the bar when the epoch ends
         loss_sum, correct, seen, started, shown = None, None, 0, time.perf_counter(), 0.0
+        compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
         for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
             logits = model.forward(x)
             value = self.loss.forward(logits, y)
@@ -118,16 +215,16 @@ class Trainer:
             self.global_step += 1
             bar.update(1)
             now = time.perf_counter()
-            if self.progress and now - shown > 0.5:  # reading the device's sums synchronizes it: rarely
+            if show_bar and now - shown > 0.5:  # reading the device's sums synchronizes it: rarely
                 shown = now
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
-                                img_s=f"{seen / (now - started):.0f}")
-        elapsed = time.perf_counter() - started
+                bar.set_postfix_str(bar_postfix(
+                    float(loss_sum) / seen, int(correct) / seen,
+                    seen / max(now - started - (compile_seconds() - compiled_before), 1e-9)))
+        elapsed = time.perf_counter() - started - (compile_seconds() - compiled_before)
         record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / seen if seen else float("nan"),
                   "accuracy": int(correct) / seen if seen else float("nan"),
                   "images_per_s": seen / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
-        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.4f}",
-                        img_s=f"{record['images_per_s']:.0f}")
+        bar.set_postfix_str(bar_postfix(record["loss"], record["accuracy"], record["images_per_s"]))
         bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
@@ -135,13 +232,14 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, split: Split, batch_size: int = 256) -> dict[str, Any]:
-        """``loss``, ``accuracy``, ``per_class_precision``, ``per_class_recall`` and ``confusion_matrix``."""
+        """``loss``, ``accuracy``, ``per_class_precision``, ``per_class_recall`` and ``confusion_matrix`` of the
+        model on ``split`` (uint8 images ``(N, H, W)`` or ``(N, C, H, W)``, int labels ``(N,)``)."""
         return self._evaluate(self._checked_data(split, "evaluation labels"), batch_size)
 
     def _evaluate(self, data: DeviceData, batch_size: int) -> dict[str, Any]:
         model, xp = self.model.eval(), self.placement.xp
         split = data.split
-        num_classes = model.output_shape((1, 1, *split.images.shape[-2:]))[-1]
+        num_classes = model.output_shape(self._input_shape(split.images))[-1]
         loss = SoftmaxCrossEntropy(check=False)
         loss_sum, predictions = None, []
         for x, y in data.batches(batch_size):
@@ -155,8 +253,11 @@ class Trainer:
         return {"loss": float(loss_sum) / len(split) if len(split) else float("nan"), **result}
 
     def predict(self, images: host.ndarray, batch_size: int = 256) -> host.ndarray:
-        """Class probabilities ``(N, K)`` (host NumPy) for uint8 images ``(N, H, W)`` or ``(N, C, H, W)``."""
+        """Class probabilities ``(N, K)`` float (host NumPy) for uint8 images ``(N, H, W)`` or ``(N, C, H, W)``.
+
+        Raises :class:`ShapeError` for channel-last images or a channel count the model does not take."""
         model, xp = self.model.eval(), self.placement.xp
+        self._input_shape(images)
         labels = host.xp.zeros(images.shape[0], dtype=host.xp.int64)
         data = self._device_data(Split(images, labels))
         out = []
@@ -172,7 +273,7 @@ class Trainer:
                    if hasattr(layer, "draws")}
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
-                            "normalization": list(self.normalization), "dropout_streams": dropout},
+                            "normalization": list(self._normalization()), "dropout_streams": dropout},
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
                 "history": self.history, **self.extra_meta}
 
@@ -191,7 +292,9 @@ class Trainer:
         state = checkpoint.meta.get("trainer", {})
         self.epoch, self.batch_in_epoch = int(state.get("epoch", 0)), int(state.get("batch_in_epoch", 0))
         self.global_step, self.seed = int(state.get("global_step", 0)), int(state.get("seed", self.seed))
-        self.normalization = tuple(state.get("normalization", self.normalization))
+        if state.get("normalization") is not None:
+            self.normalization = _checked_normalization(state["normalization"])
+            self.model.normalization = self.normalization
         for index, (seed, draws) in state.get("dropout_streams", {}).items():
             self.model.layers[int(index)].seed, self.model.layers[int(index)].draws = int(seed), int(draws)
         if self.schedule is not None and checkpoint.meta.get("schedule"):

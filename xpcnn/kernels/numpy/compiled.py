@@ -1,6 +1,6 @@
 """Compiled kernels for NumPy arrays (numba), where NumPy needs several passes over memory.
 
-Installed with ``pip install 'xpcnn[fast]'``; without numba the kernels that need it do not apply
+A dependency of xpcnn; without numba the kernels that need it do not apply
 and the other NumPy kernels or the reference ops run, with the same results. Kernels compile on
 first use and are cached on disk by numba.
 
@@ -16,6 +16,7 @@ first use and are cached on disk by numba.
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from typing import Any
 
@@ -35,6 +36,8 @@ def _numba() -> Any:
     try:
         import numba
     except ImportError:
+        warnings.warn("numba is not installed, so the NumPy kernels run without compiled loops (several times "
+                      "slower on CPU); install it with: pip install numba", RuntimeWarning, stacklevel=2)
         return None
     return numba
 

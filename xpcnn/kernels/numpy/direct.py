@@ -45,7 +45,7 @@ def supports(x: Any, weight_shape: tuple[int, int, int, int], stride: tuple[int,
     if type(x) is not numpy.ndarray:
         return f"it runs on NumPy arrays only, got {type(x).__module__}.{type(x).__name__}"
     if not compiled.available():
-        return "it needs numba, which is not installed (pip install 'xpcnn[fast]')"
+        return "it needs numba, which is not installed (pip install numba)"
     if x.dtype not in (numpy.float32, numpy.float64):
         return f"it takes float32 or float64 input, got {x.dtype}"
     if max(o, c) > max_channels():

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,38 @@ def compile_source(source: str, signature: str) -> Any:
     compilation only (numba leaves it off by default), which turns unrolled scalar lanes into vectors.
     The source sees ``numba``, ``numpy`` and ``U`` (``numba.uint64``: an index cast to it skips the
     negative-index wraparound, four integer instructions per load in an inner loop)."""
+    global _compile_seconds, _announced
     numba = compiled._numba()
     kernel, cached = _kernel_function(source)
     config = numba.core.config
     with _compile_lock:  # the SLP switch is process-wide while it is on
+        if not _announced and not (cached and _in_numba_cache(kernel)):
+            _announced = True
+            print(f"xpcnn: compiling NumPy kernels for new layer shapes (once: cached under {cache_dir()}; "
+                  "up to half a minute for wide layers)", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
         try:
             return numba.njit(signature, cache=cached, fastmath={"contract"}, nogil=True, error_model="numpy",
                               boundscheck=False)(kernel)
         finally:
             config.SLP_VECTORIZE = saved
+            _compile_seconds += time.perf_counter() - started
+
+
+_compile_seconds = 0.0
+_announced = False
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling (or loading from numba's disk cache) generated kernels."""
+    return _compile_seconds
+
+
+def _in_numba_cache(kernel: Any) -> bool:
+    """Whether numba's disk cache holds compiled code for ``kernel``'s source file (an index file beside it)."""
+    source = Path(kernel.__code__.co_filename)
+    return any((source.parent / "__pycache__").glob(f"{source.stem}.kernel-*.nbi"))
 
 
 def _kernel_function(source: str) -> tuple[Any, bool]:

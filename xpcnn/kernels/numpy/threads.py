@@ -9,7 +9,7 @@ OpenBLAS's own threads must stay out of the way meanwhile: after a multi-threade
 about 0.1 s before sleeping (unless OpenBLAS was loaded with a short ``OPENBLAS_THREAD_TIMEOUT``),
 taking a core from the pool. So while a model's step runs (:func:`single_threaded_blas`, entered by
 ``Sequential.forward``/``backward`` and ``Optimizer.step``), OpenBLAS is held to one thread
-(threadpoolctl, ``pip install 'xpcnn[fast]'``), never gets a job for its workers, and every GEMM large
+(threadpoolctl, a dependency of xpcnn), never gets a job for its workers, and every GEMM large
 enough to matter runs on the pool. Without threadpoolctl the pool stays off (one worker).
 
 The worker count is ``xpcnn.settings.current().num_threads`` (default: the usable cores).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -155,6 +156,8 @@ def _blas_libraries() -> list[Any] | None:
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
+        warnings.warn("threadpoolctl is not installed, so the NumPy kernels run on one thread; install it with: "
+                      "pip install threadpoolctl", RuntimeWarning, stacklevel=2)
         return None
     finally:  # threadpoolctl's import sets it for the whole process; xpcnn leaves the environment as it was
         if before is None:
