@@ -8,6 +8,7 @@
     nox -s compare -- --smoke           # the same as a quick dry run (one preset, one batch size)
     nox -s backends                     # every backend: the full table + chart under bench/results/
     nox -s scaling                      # cost vs batch size and image size, with peak memory
+    nox -s gpu_check -- OUTDIR          # issue 15's CUDA proof (bench/gpu_check.sh; --dry-run on a CPU machine)
 """
 
 from __future__ import annotations
@@ -81,3 +82,15 @@ def scaling(session: nox.Session) -> None:
     """Cost vs batch size (1-1024, mnist-cnn) and image size (28-224, one conv layer), with peak memory."""
     install(session, "bench")
     session.run("python", "bench/scaling.py", *session.posargs)
+
+
+@nox.session(python=False)
+def gpu_check(session: nox.Session) -> None:
+    """Issue 15's one-command CUDA proof, bench/gpu_check.sh, in the current environment (on the GPU machine its
+    own CuPy and PyTorch; the wheels of bench/gpu_prepare.sh go in beside them). Arguments: OUTDIR [--dry-run];
+    none: runs/gpu-check, as a dry run where no NVIDIA GPU answers."""
+    args = list(session.posargs)
+    if not args:
+        gpu = shutil.which("nvidia-smi") and not subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode
+        args = ["runs/gpu-check"] + ([] if gpu else ["--dry-run"])
+    session.run("bash", "bench/gpu_check.sh", *args, external=True)
