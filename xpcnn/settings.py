@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +55,25 @@ class Settings:
     split_min_matmul_flops: int = 50_000_000
 
     def __post_init__(self) -> None:
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+        """Raise TypeError/ValueError, naming the field, for a value of the wrong kind or out of range."""
+        if not isinstance(self.kernels, bool):
+            raise TypeError(f"kernels must be True or False, got {self.kernels!r}")
+        if self.num_threads is not None and (type(self.num_threads) is not int or self.num_threads < 1):
             raise ValueError(f"num_threads must be a whole number of at least 1 (1 turns the worker threads off), "
                              f"or None for the usable cores; got {self.num_threads!r}")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a folder path or None, got {self.cache_dir!r}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and (type(value) is not int or value < 0):
+                raise ValueError(f"{field.name} must be a whole number >= 0, got {value!r}")
+            if field.type == "int | None" and field.name != "num_threads" and value is not None and (
+                    type(value) is not int or value < 1):
+                raise ValueError(f"{field.name} must be a whole number >= 1 or None, got {value!r}")
+
+
+#: Values of XPCNN_KERNELS (and XPCNN_NUMBA) and what they mean.
+_SWITCH = {"1": True, "on": True, "true": True, "yes": True, "0": False, "off": False, "false": False, "no": False}
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,9 +81,12 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
     naming the variable for a value it cannot read."""
     env = os.environ if environ is None else environ
     changes: dict[str, object] = {}
-    switch = env.get("XPCNN_KERNELS", env.get("XPCNN_NUMBA"))
-    if switch is not None:
-        changes["kernels"] = switch.strip() != "0"
+    for name in ("XPCNN_KERNELS", "XPCNN_NUMBA"):
+        if (switch := env.get(name)) is not None:
+            if switch.strip().lower() not in _SWITCH:
+                raise ValueError(f"{name} must be 0 (kernels off: the reference ops run) or 1, got {switch!r}")
+            changes["kernels"] = _SWITCH[switch.strip().lower()]
+            break
     if threads := env.get("XPCNN_NUM_THREADS", "").strip():
         try:
             count = int(threads)
@@ -97,23 +116,35 @@ def current() -> Settings:
     return _current
 
 
-@contextmanager
-def override(**changes: object) -> Iterator[Settings]:
-    """Within the ``with`` block, the current settings with ``changes``; restored on exit (errors included).
+class override:  # noqa: N801 - used as a function, like contextlib's
+    """Within a ``with`` block, the current settings with ``changes``; restored on exit (errors included).
 
-    Raises TypeError for a name that is no setting and ValueError for a bad value."""
-    global _current
-    known = {f.name for f in dataclasses.fields(Settings)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
-    before = current()
-    new = dataclasses.replace(before, **changes)  # type: ignore[arg-type]
-    _current = new
-    try:
-        yield new
-    finally:
-        _current = before
+    Raises TypeError for a name that is no setting, and TypeError or ValueError for a bad value, when
+    called (before the block). Settings change only inside the block: a call without ``with`` warns.
+    """
+
+    def __init__(self, **changes: object) -> None:
+        known = {f.name for f in dataclasses.fields(Settings)}
+        if unknown := sorted(set(changes) - known):
+            raise TypeError(f"unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+        dataclasses.replace(current(), **changes)  # type: ignore[arg-type]  # checks the values now
+        self.changes, self._before, self._entered = changes, None, False
+
+    def __enter__(self) -> Settings:
+        global _current
+        self._entered = True
+        self._before = current()
+        _current = dataclasses.replace(self._before, **self.changes)  # type: ignore[arg-type]
+        return _current
+
+    def __exit__(self, *_: object) -> None:
+        global _current
+        _current = self._before
+
+    def __del__(self) -> None:
+        if not getattr(self, "_entered", True):
+            warnings.warn("xpcnn.settings(...) changes settings only inside a `with` block; this call changed "
+                          "nothing: write `with xpcnn.settings(...):`", RuntimeWarning, stacklevel=2)
 
 
 class _Settings:

@@ -74,6 +74,8 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     Raises ValueError if the file is not such an archive or holds object arrays.
     """
     data = Path(path).read_bytes()
+    if not data.startswith(b"PK\x03\x04"):  # np.load would read anything else as a (refused) pickle
+        raise ValueError("not an .npz archive (a checkpoint is a zip file of arrays and a JSON header)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -207,7 +207,7 @@ class Trainer:
             model.backward(self.loss.backward(), need_input_grad=False)
             self.optimizer.step()
             n = y.shape[0]
-            hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int64))
+            hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int32))  # int32: JAX's default width
             loss_sum = value * n if loss_sum is None else loss_sum + value * n  # stays on the device
             correct = hits if correct is None else correct + hits
             seen += n
