@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -22,10 +23,12 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (inf and nan are refused: no flag of xpcnn means them)."""
     return _float(text, zero_ok=False)
 
 
 def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
     return _float(text, zero_ok=True)
 
 
@@ -35,8 +38,8 @@ def _float(text: str, zero_ok: bool) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a {kind} number, got {text!r}") from None
-    if not (value >= 0 if zero_ok else value > 0):
-        raise argparse.ArgumentTypeError(f"must be {kind}, got {text}")
+    if not math.isfinite(value) or not (value >= 0 if zero_ok else value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite {kind} number, got {text}")
     return value
 
 

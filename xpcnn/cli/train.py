@@ -10,7 +10,15 @@ from pathlib import Path
 from xpcnn import models, optim
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli import train_settings
-from xpcnn.cli.common import add_data_arguments, add_device_arguments, choose_dataset, load_splits, positive_int
+from xpcnn.cli.common import (
+    add_data_arguments,
+    add_device_arguments,
+    choose_dataset,
+    load_splits,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from xpcnn.data import datasets
 from xpcnn.errors import CheckpointError, XpcnnError
 from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
@@ -30,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=3, help="total epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="default: %(default)s")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="default: %(default)s")
-    p.add_argument("--lr", type=train_settings.finite_positive_float,
+    p.add_argument("--lr", type=positive_float,
                    help="learning rate (default: 0.01 for sgd, 0.001 for adam/adamw)")
-    p.add_argument("--momentum", type=train_settings.finite_non_negative_float, default=0.9,
+    p.add_argument("--momentum", type=non_negative_float, default=0.9,
                    help="SGD momentum (default: %(default)s)")
     train_settings.add_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and dropout seed (default: %(default)s)")

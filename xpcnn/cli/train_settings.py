@@ -10,36 +10,14 @@ continues with the same schedule, weight decay and early stopping.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from xpcnn import optim
-from xpcnn.cli.common import positive_int
+from xpcnn.cli.common import non_negative_float, positive_float, positive_int
 from xpcnn.training import EarlyStopping
 
 SCHEDULES = ("none", "step", "cosine")
 DEFAULT_GAMMA = 0.1
-
-
-def finite_positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return _finite(text, zero_ok=False)
-
-
-def finite_non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    return _finite(text, zero_ok=True)
-
-
-def _finite(text: str, zero_ok: bool) -> float:
-    kind = "non-negative" if zero_ok else "positive"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a {kind} number, got {text!r}") from None
-    if not math.isfinite(value) or not (value >= 0 if zero_ok else value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite {kind} number, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: none)")
     parser.add_argument("--step-size", type=positive_int, metavar="N",
                         help="with --schedule step: epochs between steps (default: a third of --epochs, at least 1)")
-    parser.add_argument("--gamma", type=finite_positive_float,
+    parser.add_argument("--gamma", type=positive_float,
                         help=f"with --schedule step: the factor per step (default: {DEFAULT_GAMMA})")
-    parser.add_argument("--weight-decay", type=finite_non_negative_float, metavar="W",
+    parser.add_argument("--weight-decay", type=non_negative_float, metavar="W",
                         help="L2 penalty for sgd and adam, decoupled weight decay for adamw "
                              "(default: 0, 0.01 for adamw)")
     parser.add_argument("--early-stopping", type=positive_int, metavar="N",
