@@ -522,3 +522,26 @@ def test_trainer_refuses_channel_last_images() -> None:
         trainer.fit(split)
     with pytest.raises(ShapeError, match="channel-last"):
         trainer.predict(split.images)
+
+
+def test_save_refuses_what_is_not_a_file_and_names_the_target(tmp_path) -> None:
+    """model.save never replaces a folder or a device (its atomic rename would), and a write that fails
+    names the file asked for, not the temporary one."""
+    import os
+
+    model = xpcnn.models.build("seed-simple")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is not a regular file"):
+        model.save(folder)
+    assert folder.is_dir()
+    if hasattr(os, "mkfifo"):  # a special file, as /dev/full would be (never risk a real device here)
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        with pytest.raises(ValueError, match="is not a regular file"):
+            model.save(fifo)
+        assert not fifo.is_file() and fifo.exists()
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a folder should be")
+    with pytest.raises(OSError, match=f"cannot write {blocked / 'm.npz'}"):
+        model.save(blocked / "m.npz")

@@ -52,17 +52,28 @@ def fsync_replace(tmp_path: Path, path: Path) -> None:
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write ``arrays`` and JSON ``meta`` to one ``.npz`` file atomically (temp file, fsync, rename).
 
-    A crash at any moment leaves either the old file or the new one, never a torn one.
+    A crash at any moment leaves either the old file or the new one, never a torn one. Raises ValueError
+    where ``path`` names something other than a file (a folder, a device: the rename would replace it) and
+    OSError naming ``path`` where it cannot be written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a folder or a device); give a file path such as "
+                         f"{path.name or 'model'}.npz in a folder you can write")
     payload = {name: np.asarray(a) for name, a in arrays.items()}
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, __meta__=meta_bytes, **payload)
         fsync_replace(Path(tmp), path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
