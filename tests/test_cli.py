@@ -90,6 +90,30 @@ def test_resume_continues(trained: Path, tmp_path: Path) -> None:
     assert json.loads((out / "history.jsonl").read_text().splitlines()[-1])["epoch"] == 3
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_do(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "finished"
+    out.mkdir()
+    (out / "last.npz").write_bytes((trained / "last.npz").read_bytes())
+    result = run_cli("train", "--epochs", "2", "--out", str(out), "--resume", str(out / "last.npz"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "has finished 2 epoch(s), so --epochs 2 leaves nothing to train; pass --epochs 3" in result.stderr
+    assert "wrote" not in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["last.npz"]
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    """One run per output folder at a time: the second gets one clear line, the first's files are untouched."""
+    from xpcnn.cli.train import _lock_output_folder
+    out = tmp_path / "busy"
+    held = _lock_output_folder(out)  # as a first run holds it
+    try:
+        result = run_cli("train", *SAMPLE, "--limit-train", "64", "--epochs", "1", "--out", str(out), "--no-progress")
+    finally:
+        held.close()
+    assert_one_line_error(result, f"another xpcnn train is writing into {out}")
+    assert not (out / "last.npz").exists()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),

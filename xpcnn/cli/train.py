@@ -55,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     choose_dataset(args)
     out = args.out or Path("runs") / f"{args.model}-{args.dataset}"
+    lock = _lock_output_folder(out)  # noqa: F841 - held until this run ends, however it ends
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not (args.resume or args.force):
         raise XpcnnError(f"{out} already holds {', '.join(existing)}; pass --resume {out / 'last.npz'} to "
@@ -94,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     stopper = train_settings.build_early_stopping(run_settings)
     if checkpoint is not None:
         trainer.restore(checkpoint)
+        if trainer.epoch >= args.epochs:
+            print(f"{args.resume} has finished {trainer.epoch} epoch(s), so --epochs {args.epochs} leaves nothing "
+                  f"to train; pass --epochs {trainer.epoch + 1} or more to continue", file=sys.stderr)
+            return 0
     out.mkdir(parents=True, exist_ok=True)
     if args.force and not args.resume:
         for name in OUTPUTS:
@@ -127,3 +132,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'last.npz'}, {out / 'best.npz'}, {out / 'history.jsonl'}; "
               "for PNG plots: pip install 'xpcnn[plots]'", file=sys.stderr)
     return 0
+
+
+def _lock_output_folder(out: Path) -> object:
+    """An exclusive lock on ``out`` (a hidden lock file in it, created with the folder), held while the returned
+    object lives: a second ``xpcnn train`` into the same folder gets a clear error instead of interleaving its
+    checkpoints and history with the first's. The operating system releases it when the process ends (a kill
+    included). Where ``fcntl`` is missing (Windows), no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".xpcnn-train.lock", "a+")  # noqa: SIM115 - kept open: the lock lives with it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise XpcnnError(f"another xpcnn train is writing into {out}; wait for it to finish, or pass another "
+                         "--out") from None
+    return handle
+
