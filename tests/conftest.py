@@ -117,3 +117,20 @@ def mnist_dir() -> Path:
     Read-only: a test that changes files copies them into its own folder first."""
     from xpcnn.data import datasets
     return datasets.SAMPLE_DIR
+
+
+@pytest.fixture
+def evil_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """A checkpoint-shaped ``.npz`` whose weight is a pickled object that would create ``marker`` when
+    unpickled: ``(path, marker)``. Loading it must fail without running that code."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+    payload = np.empty(1, dtype=object)
+    payload[0] = Exploit()
+    path = tmp_path / "evil.npz"
+    np.savez(path, __meta__=np.frombuffer(b'{"format": "xpcnn-checkpoint"}', np.uint8), **{"model:0.weight": payload})
+    return path, marker
+

@@ -214,18 +214,10 @@ def test_load_into_a_wrong_state_names_the_file(tmp_path: Path) -> None:
         xpcnn.load(path)
 
 
-def test_load_never_unpickles(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-    payload = np.empty(1, dtype=object)
-    payload[0] = Exploit()
-    np.savez(tmp_path / "evil.npz", __meta__=np.frombuffer(b'{"format": "xpcnn-checkpoint"}', np.uint8),
-             **{"model:0.weight": payload})
+def test_load_never_unpickles(evil_checkpoint) -> None:
+    path, marker = evil_checkpoint
     with pytest.raises(CheckpointError, match="not a readable"):
-        xpcnn.load(tmp_path / "evil.npz")
+        xpcnn.load(path)
     assert not marker.exists()
 
 

@@ -84,16 +84,8 @@ def test_checkpoint_killed_mid_write_leaves_previous_intact(tmp_path: Path) -> N
     np.testing.assert_array_equal(restored.state_dict()["0.weight"], model.state_dict()["0.weight"])
 
 
-def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-    payload = np.empty(1, dtype=object)
-    payload[0] = Exploit()
-    path = tmp_path / "evil.npz"
-    np.savez(path, __meta__=np.frombuffer(b'{"format": "xpcnn-checkpoint"}', np.uint8), **{"model:0.weight": payload})
+def test_crafted_checkpoint_cannot_run_code(evil_checkpoint) -> None:
+    path, marker = evil_checkpoint
     with pytest.raises(CheckpointError, match="not a readable xpcnn checkpoint"):
         load_checkpoint(path)
     assert not marker.exists()
