@@ -164,6 +164,29 @@ def test_ctrl_c_saves_and_exits_cleanly(mnist_dir, tmp_path: Path) -> None:
     checkpoint = load_checkpoint(out / "last.npz")
     assert checkpoint.meta["trainer"]["epoch"] >= 1
     assert checkpoint.build_model().state_dict()["0.weight"].shape == (8, 1, 5, 5)
+    # The interrupt acted at a step boundary: every optimizer step the weights hold is counted, so a resume
+    # replays no batch (a Ctrl-C inside a step used to save one step more than it counted).
+    assert checkpoint.meta["optimizer"]["step"] == checkpoint.meta["trainer"]["global_step"]
+
+
+def test_ctrl_c_waits_for_the_step_to_end(digits) -> None:
+    """A SIGINT arriving inside a step is acted on once the step is whole and counted."""
+    import os
+    import signal
+    model = xpcnn.models.build("seed-simple")
+    optimizer = xpcnn.optim.SGD(model, 0.01)
+    trainer = Trainer(model, optimizer, progress=False)
+    step = optimizer.step
+
+    def step_then_signal() -> None:
+        step()
+        if optimizer.step_count == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # lands after the update, before the step is counted
+    optimizer.step = step_then_signal
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(digits[0].take(0, 320), epochs=1, batch_size=32)
+    assert optimizer.step_count == trainer.global_step == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after fit
 
 
 def test_resumed_run_keeps_a_better_earlier_best(digits, tmp_path: Path) -> None:

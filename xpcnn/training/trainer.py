@@ -23,6 +23,7 @@ from xpcnn.model import Sequential
 from xpcnn.ops.loss import log_softmax
 from xpcnn.optim.base import Optimizer
 from xpcnn.training.callbacks import Callback, format_epoch
+from xpcnn.training.interrupts import at_step_boundaries
 from xpcnn.training.metrics import confusion_matrix, summarize
 
 
@@ -62,6 +63,10 @@ def _checked_normalization(value: Any) -> tuple[float, float]:
     return (mean, std)
 
 
+def _no_interrupt() -> None:
+    """Outside :meth:`Trainer.fit` no Ctrl-C is deferred, so there is nothing to act on."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during :meth:`Trainer.fit`, after the callbacks saved what they save."""
 
@@ -98,6 +103,7 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
+        self._interrupt_point = _no_interrupt  # during fit: raises KeyboardInterrupt after a deferred Ctrl-C
         self.extra_meta: dict[str, Any] = {}
 
     # -- training -----------------------------------------------------------------------------
@@ -172,26 +178,34 @@ class Trainer:
             if hasattr(callback, "on_train_begin"):  # callbacks may be duck-typed, without the newer hook
                 callback.on_train_begin(self)
         try:
-            while self.epoch < epochs and not self.stop_training:
-                record = self._train_epoch(data, batch_size, epochs, show_bar=verbose == 1)
-                if val_data is not None:
-                    result = self._evaluate(val_data, batch_size=max(batch_size, 256))
-                    record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-                if self.schedule is not None:
-                    record["lr"] = self.optimizer.lr
-                    self.schedule.step()
-                if verbose:
-                    print(format_epoch(record, epochs), file=sys.stderr, flush=True)
-                self.history.append(record)
-                for callback in callbacks:
-                    callback.on_epoch_end(self, record)
+            with at_step_boundaries() as self._interrupt_point:  # Ctrl-C acts between steps (interrupts.py)
+                self._fit_epochs(data, val_data, epochs, batch_size, callbacks, verbose)
         except KeyboardInterrupt:
             for callback in callbacks:
                 callback.on_interrupt(self)
             raise TrainingInterrupted() from None
         finally:
             self.loss.check = True
+            self._interrupt_point = _no_interrupt
         return self.history
+
+    def _fit_epochs(self, data: DeviceData, val_data: DeviceData | None, epochs: int, batch_size: int,
+                    callbacks: list[Callback], verbose: int) -> None:
+        """The epochs of :meth:`fit`: train, validate, step the schedule, report, run the callbacks."""
+        while self.epoch < epochs and not self.stop_training:
+            record = self._train_epoch(data, batch_size, epochs, show_bar=verbose == 1)
+            if val_data is not None:
+                result = self._evaluate(val_data, batch_size=max(batch_size, 256))
+                record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+            if self.schedule is not None:
+                record["lr"] = self.optimizer.lr
+                self.schedule.step()
+            if verbose:
+                print(format_epoch(record, epochs), file=sys.stderr, flush=True)
+            self.history.append(record)
+            for callback in callbacks:
+                callback.on_epoch_end(self, record)
+            self._interrupt_point()
 
     def _train_epoch(self, data: DeviceData, batch_size: int, epochs: int, show_bar: bool = True) -> dict[str, Any]:
         model, xp = self.model.train(), self.placement.xp
@@ -213,6 +227,7 @@ class Trainer:
             seen += n
             self.batch_in_epoch += 1
             self.global_step += 1
+            self._interrupt_point()  # the step is whole and counted: a Ctrl-C during it acts here
             bar.update(1)
             now = time.perf_counter()
             if show_bar and now - shown > 0.5:  # reading the device's sums synchronizes it: rarely
