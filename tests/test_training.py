@@ -169,6 +169,26 @@ def test_ctrl_c_saves_and_exits_cleanly(mnist_dir, tmp_path: Path) -> None:
     assert checkpoint.meta["optimizer"]["step"] == checkpoint.meta["trainer"]["global_step"]
 
 
+def test_sigterm_saves_and_exits_like_ctrl_c(mnist_dir, tmp_path: Path) -> None:
+    """SIGTERM (a scheduler stopping the job) saves last.npz at the step boundary, as Ctrl-C does."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "xpcnn.cli.main", "train", "--dataset", "mnist-sample", "--epochs",
+                             "50", "--out", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not (out / "history.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # in the middle of epoch 2
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted: progress saved" in err
+    checkpoint = load_checkpoint(out / "last.npz")
+    assert checkpoint.meta["optimizer"]["step"] == checkpoint.meta["trainer"]["global_step"] > 0
+
+
 def test_ctrl_c_waits_for_the_step_to_end(digits) -> None:
     """A SIGINT arriving inside a step is acted on once the step is whole and counted."""
     import os
@@ -187,6 +207,7 @@ def test_ctrl_c_waits_for_the_step_to_end(digits) -> None:
         trainer.fit(digits[0].take(0, 320), epochs=1, batch_size=32)
     assert optimizer.step_count == trainer.global_step == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after fit
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_resumed_run_keeps_a_better_earlier_best(digits, tmp_path: Path) -> None:
