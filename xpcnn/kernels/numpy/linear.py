@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy
 
-from xpcnn.kernels.numpy.threads import parallel_map, workers
+from xpcnn.kernels.numpy.threads import parallel_map, workers, per_worker
 from xpcnn.kernels.registry import register
 from xpcnn.settings import current
 
@@ -27,16 +27,11 @@ def _worth_splitting(x: Any, weight: Any, *_: Any, products: int = 1, **__: Any)
             and products * 2 * x.shape[0] * weight.shape[0] * weight.shape[1] >= current().split_min_matmul_flops)
 
 
-def _ranges(n: int) -> list[tuple[int, int]]:
-    count = min(workers(), n)
-    return [(n * k // count, n * (k + 1) // count) for k in range(count)]
-
-
 @register("linear_forward", "numpy", when=_worth_splitting)
 def linear_forward(x: Any, weight: Any, bias: Any | None) -> Any:
     n, features = x.shape
     if features >= max(n, weight.shape[0]):  # partial products over ranges of the input features
-        parts = parallel_map(lambda r: x[:, r[0]:r[1]] @ weight[:, r[0]:r[1]].T, _ranges(features))
+        parts = parallel_map(lambda r: x[:, r[0]:r[1]] @ weight[:, r[0]:r[1]].T, per_worker(features))
         y = parts[0]
         for part in parts[1:]:
             y += part
@@ -49,7 +44,7 @@ def linear_forward(x: Any, weight: Any, bias: Any | None) -> Any:
         numpy.matmul(x[r[0]:r[1]], weight.T, out=y[r[0]:r[1]])
         if bias is not None:
             y[r[0]:r[1]] += bias
-    parallel_map(rows, _ranges(n))
+    parallel_map(rows, per_worker(n))
     return y
 
 
@@ -68,6 +63,6 @@ def linear_backward(grad_y: Any, x: Any, weight: Any, has_bias: bool, need_input
         numpy.matmul(grad_y.T, x[:, r[0]:r[1]], out=grad_w[:, r[0]:r[1]])
         if grad_x is not None:
             numpy.matmul(grad_y, weight[:, r[0]:r[1]], out=grad_x[:, r[0]:r[1]])
-    parallel_map(columns, _ranges(x.shape[1]))
+    parallel_map(columns, per_worker(x.shape[1]))
     grad_b = numpy.sum(grad_y, axis=0) if has_bias else None
     return grad_x, grad_w, grad_b

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import cache
-from itertools import pairwise
 from typing import Any, TypeVar
 
 import numpy
@@ -86,6 +85,16 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], threaded: bool = True
         return _results([pool.submit(fn, item) for item in items])
 
 
+def even_ranges(n: int, count: int) -> list[tuple[int, int]]:
+    """``count`` contiguous ``(start, stop)`` ranges covering ``0..n``, their sizes differing by at most one."""
+    return [(n * k // count, n * (k + 1) // count) for k in range(count)]
+
+
+def per_worker(n: int) -> list[tuple[int, int]]:
+    """:func:`even_ranges` of ``n`` items, one range per worker thread (fewer where ``n`` is smaller)."""
+    return even_ranges(n, max(1, min(workers(), n)))
+
+
 def batch_ranges(n: int, most: int, threaded: bool = True) -> list[tuple[int, int]]:
     """``(start, stop)`` ranges covering ``0..n`` with at most ``most`` images each: as few as that
     allows and, where the pieces run on the worker threads, a multiple of their number in near-equal
@@ -97,7 +106,7 @@ def batch_ranges(n: int, most: int, threaded: bool = True) -> list[tuple[int, in
     count = -(-n // most)
     if count > 1:
         count = min(n, -(-count // workers_here) * workers_here)
-    return [(n * k // count, n * (k + 1) // count) for k in range(count)]
+    return even_ranges(n, count)
 
 
 def split_batch(fn: Callable[[int, int], None], n: int, threaded: bool = True) -> None:
@@ -107,12 +116,12 @@ def split_batch(fn: Callable[[int, int], None], n: int, threaded: bool = True) -
     if count <= 1:
         fn(0, n)
         return
-    bounds = [n * k // count for k in range(count + 1)]
+    (first, last), *rest = even_ranges(n, count)
     with single_threaded_blas():
         pool = _pool(count)
-        pending = [pool.submit(fn, a, b) for a, b in pairwise(bounds[1:])]
+        pending = [pool.submit(fn, a, b) for a, b in rest]
         try:
-            fn(bounds[0], bounds[1])
+            fn(first, last)
         finally:
             _results(pending)
 
