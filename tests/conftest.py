@@ -80,6 +80,8 @@ def selected_accelerators() -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test once per accelerator setting; a test on a backend other than NumPy under the first only."""
     accelerators = selected_accelerators()
+    if metafunc.definition.get_closest_marker("subprocesses"):  # the setting would not reach them
+        accelerators = accelerators[:1]
     if "backend" in metafunc.fixturenames:
         pairs = [(b, a) for b in selected_backends() for a in accelerators if b == "numpy" or a == accelerators[0]]
         metafunc.parametrize(("backend", "accelerator"), pairs, indirect=True, ids=[f"{b}-{a}" for b, a in pairs])

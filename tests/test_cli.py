@@ -96,7 +96,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(trained: Path, tmp_
     (out / "last.npz").write_bytes((trained / "last.npz").read_bytes())
     result = run_cli("train", "--epochs", "2", "--out", str(out), "--resume", str(out / "last.npz"), "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "has finished 2 epoch(s), so --epochs 2 leaves nothing to train; pass --epochs 3" in result.stderr
+    assert "has finished 2 of its 2 epoch(s); pass --epochs 3 or more to train on" in result.stderr
     assert "wrote" not in result.stderr and result.stdout == ""
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["last.npz"]
 

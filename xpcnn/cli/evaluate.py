@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from xpcnn.backend import host
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits
 from xpcnn.data import datasets
+from xpcnn.data.datasets import Split
 from xpcnn.data.images import load_digit
 from xpcnn.training import Trainer
 
@@ -38,21 +40,43 @@ def _trainer(path: Path, args: argparse.Namespace):
 
 def run_evaluate(args: argparse.Namespace) -> int:
     trainer, checkpoint = _trainer(args.checkpoint, args)
-    args.dataset = args.dataset or checkpoint.meta.get("dataset", "mnist")
-    test = load_splits(args)[1] if args.split_test_set else datasets.load_test_only(args.dataset, args.data_dir)
+    test, which = _held_out(args, checkpoint)
     result = trainer.evaluate(test)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
                           "per_class_recall": result["per_class_recall"],
                           "per_class_precision": result["per_class_precision"],
                           "confusion_matrix": result["confusion_matrix"], "dataset": args.dataset,
-                          "images": len(test)}))
+                          "images": len(test), "which": which}))
         return 0
     classes = datasets.dataset_info(args.dataset).classes
-    print(f"{args.dataset} test set, {len(test)} images: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    print(f"{args.dataset} {which}, {len(test)} images: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
     for name, recall in zip(classes, result["per_class_recall"]):
         print(f"  {name:>12}  recall {recall:.4f}")
     return 0
+
+
+def _held_out(args: argparse.Namespace, checkpoint: Any) -> tuple[Split, str]:
+    """The images to score and a phrase saying which they are. By default those the checkpoint's run held out:
+    its dataset's test set, or, for a run trained with ``--split-test-set N``, the test files' images from N on
+    (the first N were its training images). ``--dataset``, ``--data-dir`` or ``--split-test-set`` choose others."""
+    run = checkpoint.meta.get("run") if isinstance(checkpoint.meta.get("run"), dict) else {}
+    chosen = args.dataset is not None or args.split_test_set is not None
+    args.dataset = args.dataset or checkpoint.meta.get("dataset") or "mnist"
+    if not chosen and run.get("dataset") == args.dataset:
+        args.split_test_set = run.get("split_test_set")
+        if args.data_dir is None:
+            args.data_dir = run.get("data_dir")
+    if args.split_test_set:
+        test = load_splits(args)[1]
+        first, last = args.split_test_set, args.split_test_set + len(test) - 1
+        held = "" if chosen else f", held out from training by the run's --split-test-set {args.split_test_set}"
+        return test, f"test files' images {first:,}-{last:,}{held}"
+    info = datasets.dataset_info(args.dataset)
+    test = datasets.load_test_only(args.dataset, args.data_dir)
+    if info.split is not None:
+        return test, f"held-out images {info.split[0]:,}-{sum(info.split) - 1:,}"
+    return test, "test set"
 
 
 def run_predict(args: argparse.Namespace) -> int:

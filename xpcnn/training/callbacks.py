@@ -59,7 +59,7 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         trainer.save(self.last_path)
-        if self.best is None:  # a resumed run: best.npz already holds the best of the earlier epochs
+        if self.best is None and self.best_path.is_file():  # a resumed run: best.npz holds the earlier epochs' best
             self.best = self._best_of(trainer.history[:-1])
         value = record.get(self.monitor)
         if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -49,13 +49,27 @@ def history_figure(history: list[dict[str, Any]], model: str | None = None, data
     return fig
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG atomically: rendered into a temporary file in the same folder, then
+    renamed over ``path`` (a symbolic link there is replaced, never followed; a crash leaves the old plot)."""
+    import os
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=Path(path).name + ".", suffix=".tmp", dir=Path(path).parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, dpi=100, format="png")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def plot_history(history: list[dict[str, Any]], path: Path, model: str | None = None,
                  dataset: str | None = None) -> Path:
     """Loss and accuracy per epoch (training and validation), side by side, on whole-number epoch ticks,
     titled with ``model`` and ``dataset`` when given (``"mnist-cnn on fashion-mnist"``); writes a PNG."""
     import matplotlib.pyplot as plt
     fig = history_figure(history, model, dataset)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -74,6 +88,6 @@ def plot_recall(recall: Sequence[float], classes: Sequence[str], path: Path, mod
     ax.set(ylim=(0, 1.08), ylabel="recall",
            title=f"{title}: per-class recall (test set)" if title else "per-class recall (test set)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -105,6 +105,8 @@ class Trainer:
         self.stop_training = False
         self._interrupt_point = _no_interrupt  # during fit: raises KeyboardInterrupt after a deferred Ctrl-C
         self.extra_meta: dict[str, Any] = {}
+        self._epoch_totals: tuple[Any, ...] | None = None  # the running sums of the epoch in progress
+        self._saved_totals: dict[str, Any] | None = None   # those of a checkpoint, until its epoch goes on
 
     # -- training -----------------------------------------------------------------------------
     def _normalization(self, split: Split | None = None) -> tuple[float, float]:
@@ -213,7 +215,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
                    unit="batch", disable=not show_bar, dynamic_ncols=True, leave=False, bar_format=BAR_FORMAT,
                    file=sys.stderr)  # the epoch line replaces the bar when the epoch ends
-        loss_sum, correct, seen, started, shown = None, None, 0, time.perf_counter(), 0.0
+        loss_sum, correct, seen, earlier = self._restored_totals(xp)  # a resumed epoch counts its earlier part
+        started, shown = time.perf_counter() - earlier, 0.0
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
         for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
             logits = model.forward(x)
@@ -225,6 +228,7 @@ class Trainer:
             loss_sum = value * n if loss_sum is None else loss_sum + value * n  # stays on the device
             correct = hits if correct is None else correct + hits
             seen += n
+            self._epoch_totals = (loss_sum, correct, seen, started, compiled_before)
             self.batch_in_epoch += 1
             self.global_step += 1
             self._interrupt_point()  # the step is whole and counted: a Ctrl-C during it acts here
@@ -243,7 +247,28 @@ class Trainer:
         bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
+        self._epoch_totals = None
         return record
+
+    def _restored_totals(self, xp: Any) -> tuple[Any, Any, int, float]:
+        """The running sums (loss, correct, images, seconds) of the epoch part done before a resume, as
+        :meth:`state_meta` saved them (in the dtypes they had, so the epoch's metrics come out as in an
+        uninterrupted run); zeros for a fresh epoch."""
+        saved, self._saved_totals = self._saved_totals, None
+        if not saved or not self.batch_in_epoch:
+            return None, None, 0, 0.0
+        loss_sum = xp.asarray(float(saved["loss_sum"]), dtype=getattr(xp, saved["loss_dtype"]))
+        correct = xp.asarray(int(saved["correct"]), dtype=xp.int32)
+        return loss_sum, correct, int(saved["seen"]), float(saved["seconds"])
+
+    def _epoch_progress(self) -> dict[str, Any] | None:
+        """The running sums of the epoch in progress, JSON-ready, or None between epochs."""
+        if not self.batch_in_epoch or self._epoch_totals is None:
+            return self._saved_totals if self.batch_in_epoch else None
+        loss_sum, correct, seen, started, compiled_before = self._epoch_totals
+        seconds = time.perf_counter() - started - (compile_seconds() - compiled_before)
+        return {"loss_sum": float(loss_sum), "loss_dtype": str(loss_sum.dtype).rsplit(".", 1)[-1], "correct": int(correct),
+                "seen": seen, "seconds": seconds}
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, split: Split, batch_size: int = 256) -> dict[str, Any]:
@@ -288,7 +313,8 @@ class Trainer:
                    if hasattr(layer, "draws")}
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
-                            "normalization": list(self._normalization()), "dropout_streams": dropout},
+                            "normalization": list(self._normalization()), "dropout_streams": dropout,
+                            "epoch_progress": self._epoch_progress()},
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
                 "history": self.history, **self.extra_meta}
 
@@ -315,3 +341,6 @@ class Trainer:
         if self.schedule is not None and checkpoint.meta.get("schedule"):
             self.schedule.load_state_dict(checkpoint.meta["schedule"])
         self.history = list(checkpoint.meta.get("history", []))
+        progress = state.get("epoch_progress")
+        self._saved_totals = progress if isinstance(progress, dict) and self.batch_in_epoch else None
+        self._epoch_totals = None
