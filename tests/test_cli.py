@@ -98,7 +98,9 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(trained: Path, tmp_
     assert result.returncode == 0, result.stderr
     assert "has finished 2 of its 2 epoch(s); pass --epochs 3 or more to train on" in result.stderr
     assert "wrote" not in result.stderr and result.stdout == ""
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["last.npz"]
+    # the history the checkpoint holds is written back (a kill may have cut it short); nothing else is written
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["history.jsonl", "last.npz"]
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:

@@ -72,7 +72,9 @@ def adopt(out: Path, checkpoint: Checkpoint) -> None:
     and, for a run continued into a new folder, the old folder's ``best.npz`` copied when it is not ahead of
     the checkpoint."""
     lines = "".join(json.dumps(record) + "\n" for record in checkpoint.meta.get("history") or [])
-    write_text(out / "history.jsonl", lines)
+    history = out / "history.jsonl"
+    if not history.is_file() or history.read_text(encoding="utf-8", errors="replace") != lines:
+        write_text(history, lines)
     source = checkpoint.path.parent / "best.npz"
     if not _same_folder(checkpoint, out) and source.is_file() and not (out / "best.npz").exists():
         best = _progress(source)
