@@ -126,7 +126,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     if isinstance(meta, dict) and meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an xpcnn checkpoint (format {meta.get('format')!r})")
-    if isinstance(meta, dict) and isinstance(meta.get("format_version"), int) and meta["format_version"] > FORMAT_VERSION:
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer xpcnn ({meta.get('xpcnn_version')}); upgrade xpcnn")
     validate_header(meta, path)  # every known field the right shape: one line naming the field otherwise
     model_state, slots = {}, {}

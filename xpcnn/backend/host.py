@@ -131,7 +131,8 @@ def _check_declared_sizes(data: bytes) -> None:
             declared = count * dtype.itemsize
             if not dtype.hasobject and declared != stored:
                 raise ValueError(f"array {name} declares shape {shape} of {dtype} ({format_bytes(declared)}) but the "
-                                 f"file stores {format_bytes(max(stored, 0))} of it; the file is damaged or was crafted")
+                                 f"file stores {format_bytes(max(stored, 0))} of it; the file is damaged or was "
+                                 "crafted")
             total += declared
     memory = exceeds_memory(total)
     if memory is not None:
