@@ -17,6 +17,7 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.backend import host
+from xpcnn.checkpoint_schema import validate_arrays, validate_header
 from xpcnn.errors import CheckpointError
 from xpcnn.model import Sequential
 
@@ -106,7 +107,12 @@ def load_model(path: str | os.PathLike, device: Any = "cpu", backend: str | None
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; raises :class:`CheckpointError` otherwise."""
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises :class:`CheckpointError` in one line naming the file (and the header field or array, see
+    :mod:`xpcnn.checkpoint_schema`) if it is missing, not an xpcnn checkpoint, written by a newer xpcnn, has a
+    header field of the wrong shape, an array that is not real floats, or an array larger than the file holds.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file (such as {path / 'best.npz'})")
@@ -118,14 +124,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path} is not a readable xpcnn checkpoint: {exc}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path} is not an xpcnn checkpoint (format {found!r})")
-    if not isinstance(meta.get("format_version", 0), int):
-        raise CheckpointError(f"{path} is not a readable xpcnn checkpoint: format_version "
-                              f"{meta.get('format_version')!r}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    if isinstance(meta, dict) and meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an xpcnn checkpoint (format {meta.get('format')!r})")
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer xpcnn ({meta.get('xpcnn_version')}); upgrade xpcnn")
+    validate_header(meta, path)  # every known field the right shape: one line naming the field otherwise
     model_state, slots = {}, {}
     for name, value in arrays.items():
         section, _, rest = name.partition(":")
@@ -134,4 +138,5 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         elif section == "optim":
             key, _, slot = rest.rpartition(":")
             slots.setdefault(key, {})[slot] = value
+    validate_arrays(model_state, slots, path)
     return Checkpoint(model_state, slots, meta, path)

@@ -33,3 +33,7 @@ class DataError(XpcnnError, ValueError):
 
 class CheckpointError(XpcnnError, ValueError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
+
+
+class ResourceError(XpcnnError, MemoryError):
+    """A model, batch or array would need more memory than this machine has (refused before allocating it)."""

@@ -201,14 +201,22 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
-        """Rebuild a model (fresh weights) from :meth:`config` output."""
+        """Rebuild a model (fresh weights) from :meth:`config` output.
+
+        Raises :class:`CheckpointError` naming the layer (``model_config.layers[2] (Conv2D): ...``) for an unknown
+        layer type or keywords its constructor refuses, and :class:`~xpcnn.errors.ResourceError` for a parameter
+        larger than this machine's memory (before allocating it)."""
         layers = []
-        for spec in config["layers"]:
+        for i, spec in enumerate(config["layers"]):
             spec = dict(spec)
-            kind = spec.pop("type")
+            kind = spec.pop("type", None)
             if kind not in LAYER_TYPES:
-                raise CheckpointError(f"unknown layer type {kind!r} in model config")
-            layers.append(LAYER_TYPES[kind](**spec))
+                raise CheckpointError(f"model_config.layers[{i}]: unknown layer type {kind!r}; xpcnn knows "
+                                      f"{', '.join(sorted(LAYER_TYPES))}")
+            try:
+                layers.append(LAYER_TYPES[kind](**spec))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"model_config.layers[{i}] ({kind}): {exc}") from None
         return cls(layers, name=config.get("name"))
 
     def __repr__(self) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from xpcnn.resources import exceeds_memory, format_bytes
+
 #: The NumPy Array API namespace, for host-side array work outside the backend package.
 from array_api_compat import numpy as xp  # noqa: E402, F401  (re-exported)
 
@@ -82,12 +84,14 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: di
 def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by :func:`save_arrays`; never unpickles (``allow_pickle=False``).
 
-    Raises ValueError if the file is not such an archive or holds object arrays.
+    Raises ValueError if the file is not such an archive, holds object arrays, or an array whose header
+    declares more data than the file stores (checked before anything is allocated for it).
     """
     data = Path(path).read_bytes()
     if not data.startswith(b"PK\x03\x04"):  # np.load would read anything else as a (refused) pickle
         raise ValueError("not an .npz archive (a checkpoint is a zip file of arrays and a JSON header)")
     try:
+        _check_declared_sizes(data)
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -96,3 +100,41 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
         raise ValueError("archive has no xpcnn metadata")
     meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
     return arrays, meta
+
+
+def _check_declared_sizes(data: bytes) -> None:
+    """Raise ValueError, naming the array, for an ``.npy`` member of the archive ``data`` whose header declares
+    a shape and dtype of another size than the bytes stored after it, or more than this machine's memory.
+
+    ``np.load`` allocates the declared shape before reading a member, so a crafted 64-byte header declaring a
+    3.55 PiB tensor would otherwise end in a MemoryError."""
+    total = 0
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                total += info.file_size  # np.load would read it whole, as bytes
+                continue
+            name = info.filename[:-4]
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"array {name} is in .npy format {version[0]}.{version[1]}, which xpcnn does "
+                                     "not read (it writes 1.0)")
+                stored = info.file_size - member.tell()
+            count = 1
+            for d in shape:
+                count *= d
+            declared = count * dtype.itemsize
+            if not dtype.hasobject and declared != stored:
+                raise ValueError(f"array {name} declares shape {shape} of {dtype} ({format_bytes(declared)}) but the "
+                                 f"file stores {format_bytes(max(stored, 0))} of it; the file is damaged or was "
+                                 "crafted")
+            total += declared
+    memory = exceeds_memory(total)
+    if memory is not None:
+        raise ValueError(f"its arrays hold {format_bytes(total)}, more than this machine's memory "
+                         f"({format_bytes(memory)})")

@@ -38,9 +38,27 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip() or type(exc).__name__
         print(f"xpcnn {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(f"xpcnn {args.command}: error: {_out_of_memory_advice(args)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"xpcnn {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or a GPU library's out-of-memory error (torch's OutOfMemoryError is a RuntimeError)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _out_of_memory_advice(args: argparse.Namespace) -> str:
+    """What ran out, and what to do about it, in one line."""
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None:
+        return f"out of memory at batch size {batch_size}: pass a smaller --batch-size"
+    return "out of memory: close other programs, or use a smaller model or fewer images"
 
 
 if __name__ == "__main__":

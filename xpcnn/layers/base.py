@@ -11,6 +11,7 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.errors import ShapeError
+from xpcnn.resources import check_parameter_memory
 
 _seed_counter = itertools.count()
 _base_seed = 0
@@ -98,7 +99,11 @@ def sub_seed(seed: int | tuple[int, ...], k: int) -> tuple[int, ...]:
 
 
 def uniform_init(seed: int | tuple[int, ...] | None, shape: tuple[int, ...], fan_in: int) -> Any:
-    """PyTorch's default init for conv and linear layers: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, float32."""
+    """PyTorch's default init for conv and linear layers: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, float32.
+
+    Raises :class:`~xpcnn.errors.ResourceError` if ``shape`` needs more than this machine's memory (the values
+    are drawn in float64 first)."""
+    check_parameter_memory(shape, itemsize=8)
     key = next_seed() if seed is None else ((seed,) if isinstance(seed, int) else tuple(seed))
     bound = 1.0 / fan_in ** 0.5
     return B.random.uniform_host(key, shape, -bound, bound).astype("float32")

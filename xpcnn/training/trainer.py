@@ -22,6 +22,7 @@ from xpcnn.losses import SoftmaxCrossEntropy, check_labels
 from xpcnn.model import Sequential
 from xpcnn.ops.loss import log_softmax
 from xpcnn.optim.base import Optimizer
+from xpcnn.resources import check_batch_memory
 from xpcnn.training.callbacks import Callback, format_epoch
 from xpcnn.training.interrupts import at_step_boundaries
 from xpcnn.training.metrics import confusion_matrix, summarize
@@ -158,7 +159,8 @@ class Trainer:
         Returns the history: one record per epoch with ``loss``, ``accuracy``, ``images_per_s``
         and, given ``val``, ``val_loss`` and ``val_accuracy``. Ctrl-C runs the callbacks'
         ``on_interrupt`` (a checkpoint saves) and raises :class:`TrainingInterrupted`. Raises
-        :class:`ShapeError` for channel-last images or a channel count the model does not take.
+        :class:`ShapeError` for channel-last images or a channel count the model does not take, and
+        :class:`~xpcnn.errors.ResourceError` (on the CPU) for a batch whose activations alone cannot fit in memory.
         """
         if self.optimizer is None:
             raise ValueError("Trainer.fit needs an optimizer: Trainer(model, xpcnn.optim.Adam(model), ...)")
@@ -172,6 +174,9 @@ class Trainer:
         callbacks = list(callbacks)
         self.normalization = self._normalization(train)  # chosen once: evaluation uses the training constants
         self.model.normalization = self.normalization
+        if self.placement.kind == "cpu":  # a GPU's memory is its own: its library reports running out
+            check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
+                               8 if self.model.dtype == "float64" else 4)
         data = self._checked_data(train, "training labels")
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
