@@ -112,7 +112,7 @@ HEADERS = [  # (change of a good header, the field and problem its message must 
     (_set("normalization", [0.5, -1.0]), "header field normalization: expected a [mean, std] pair"),
     (_set("schedule", {"epoch": 1}), "header field schedule.base_lr: missing (expected a finite number > 0)"),
     (_set("history", {"epoch": 1}), "header field history: expected a list, got an object"),
-    (_set("history.0.loss", "low"), "header field history[0].loss: expected a number, got 'low'"),
+    (_set("history.0.loss", "low"), "header field history[0].loss: expected a number or null, got 'low'"),
     (_set("dataset", 7), "header field dataset: expected a string, got 7"),
     (_set("classes", ["only"]), "header field classes: 1 class name(s) for a model with 10 outputs; expected 10 names"),
     (_set("classes", "0123456789"), "header field classes: expected a non-empty list of strings, got '0123456789'"),

@@ -191,10 +191,26 @@ def _dropout_streams(value: Any, field: str) -> None:
         stream(item, f"{field}.{key}")
 
 
+def _epoch_progress(value: Any, field: str) -> None:
+    if value is not None:
+        _section(value, field, {"loss_sum": optional(NUMBER), "loss_dtype": one_of("float16", "float32", "float64"),
+                                "correct": NON_NEGATIVE_INT, "seen": NON_NEGATIVE_INT}, {"seconds": NON_NEGATIVE})
+
+
 def _trainer(value: Any, field: str) -> None:
     _section(value, field, {"epoch": NON_NEGATIVE_INT, "batch_in_epoch": NON_NEGATIVE_INT,
                             "global_step": NON_NEGATIVE_INT, "seed": INT},
-             {"normalization": optional(NORMALIZATION), "dropout_streams": _dropout_streams})
+             {"normalization": optional(NORMALIZATION), "dropout_streams": _dropout_streams,
+              "epoch_progress": _epoch_progress})
+
+
+def _run(value: Any, field: str) -> None:
+    """``xpcnn train``'s recorded run (xpcnn/cli/run_config.py)."""
+    _section(value, field, {}, {
+        "model": STRING, "dataset": optional(STRING), "data_dir": optional(STRING), "out": optional(STRING),
+        "split_test_set": optional(POSITIVE_INT), "limit_train": optional(POSITIVE_INT), "batch_size": POSITIVE_INT,
+        "optimizer": STRING, "lr": optional(POSITIVE), "momentum": optional(NON_NEGATIVE), "seed": INT,
+        "epochs": POSITIVE_INT})
 
 
 def _schedule(value: Any, field: str) -> None:
@@ -204,7 +220,7 @@ def _schedule(value: Any, field: str) -> None:
 
 def _history(value: Any, field: str) -> None:
     LIST(value, field)
-    metrics = {name: NUMBER for name in ("loss", "accuracy", "images_per_s", "seconds", "val_loss", "val_accuracy",
+    metrics = {name: optional(NUMBER) for name in ("loss", "accuracy", "images_per_s", "seconds", "val_loss", "val_accuracy",
                                          "lr")}
     for i, record in enumerate(value):
         _section(record, f"{field}[{i}]", {}, {"epoch": POSITIVE_INT, **metrics})
@@ -233,6 +249,7 @@ HEADER: dict[str, Callable[[Any, str], None]] = {
     "kind": STRING, "model_config": _model_config, "model_dtype": one_of("float32", "float64"),
     "optimizer": _optimizer, "trainer": _trainer, "schedule": _schedule, "history": _history,
     "dataset": STRING, "classes": _classes, "normalization": optional(NORMALIZATION), "training": _training,
+    "run": _run,
 }
 
 
