@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from xpcnn import models, optim
+from xpcnn import models, optim, strict_json
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli import train_settings
 from xpcnn.cli.common import (
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
               f"; nothing left to resume: pass --early-stopping N above {stopper.patience} to train on"),
               file=sys.stderr)
     result = trainer.evaluate(test)
-    print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+    print(strict_json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
                       "per_class_recall": [round(r, 4) for r in result["per_class_recall"]]}))
     if plots.matplotlib_available():
         plots.plot_history(trainer.history, out / "history.png", model=model.name or args.model, dataset=args.dataset)
