@@ -33,3 +33,7 @@ class DataError(XpcnnError, ValueError):
 
 class CheckpointError(XpcnnError, ValueError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
+
+
+class DTypeError(XpcnnError, TypeError):
+    """An array has a dtype the operation does not take (integer logits, integer images into a model)."""
