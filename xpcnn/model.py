@@ -186,6 +186,7 @@ class Sequential:
         The file is a checkpoint without optimizer state (the ``.npz`` archive of plain arrays plus a JSON
         header of :mod:`xpcnn.checkpoint`: loading it never runs code), written exactly at ``path`` (name it
         ``*.npz``) atomically: a crash leaves the previous file or the new one, never a torn one. Returns the path.
+        Raises :class:`CheckpointError` (writing nothing) if a weight holds NaN or an infinity.
         """
         from xpcnn.checkpoint import save_model
         return save_model(path, self)
