@@ -57,7 +57,8 @@ def test_bad_labels(labels, message) -> None:
      "tile must be a positive int"),
     (lambda: L.Dropout(1.0), r"p must be in \[0, 1\)"),
     (lambda: xpcnn.models.build("resnet"), "unknown model 'resnet'"),
-    (lambda: xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), lr=0), "learning rate must be positive"),
+    (lambda: xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), lr=0),
+     r"Invalid learning rate: 0 \(must be a finite number > 0\)"),
 ])
 def test_bad_constructor_arguments(make, message) -> None:
     with pytest.raises(ValueError, match=message):

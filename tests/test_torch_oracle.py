@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -10,6 +12,7 @@ from layer_cases import ALL_CASES, Case
 from test_gradients import put_layer
 
 from xpcnn import layers as L
+from xpcnn.errors import DTypeError
 from xpcnn.losses import SoftmaxCrossEntropy
 
 torch = pytest.importorskip("torch", reason="PyTorch is the oracle for these tests")
@@ -82,6 +85,34 @@ def test_cross_entropy_matches_torch(backend, rng) -> None:
     ref.backward()
     assert value == pytest.approx(ref.item(), rel=TOL)
     assert rel_err(grad, t.grad.numpy()) <= TOL
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [1, 0, 2]], ids=["finite-targets", "a-minus-inf-target"])
+def test_cross_entropy_matches_torch_with_minus_inf_logits(labels, backend) -> None:
+    """A -inf logit (a masked class) gives PyTorch's loss and gradient, not NaN (0 * -inf in a one-hot sum);
+    a -inf logit at the label gives PyTorch's inf."""
+    logits = np.array([[2.0, -np.inf, 0.5], [-np.inf, 1.0, -np.inf], [0.0, -np.inf, 3.0]], dtype=np.float32)
+    loss = SoftmaxCrossEntropy()
+    value = float(loss.forward(backend.asarray(logits), backend.asarray(np.array(labels))))
+    t = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(t, torch.tensor(labels))
+    if labels[0] == 0:
+        ref.backward()
+        assert value == pytest.approx(ref.item(), rel=TOL)
+        assert value == pytest.approx((0.2014133 + 0.0 + 0.0485873) / 3, rel=TOL)
+        np.testing.assert_allclose(backend.numpy(loss.backward()), t.grad.numpy(), rtol=TOL, atol=1e-7)
+    else:
+        assert value == ref.item() == math.inf
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_cross_entropy_refuses_integer_logits_as_torch_does(dtype, backend) -> None:
+    logits = np.array([[2, 0, 250]], dtype=dtype)  # uint8 would wrap in the row-max subtraction
+    with pytest.raises(DTypeError, match=rf"expected floating-point logits, got dtype \S*{np.dtype(dtype).name}; "
+                                         r"cast them with astype\(float32\)"):
+        SoftmaxCrossEntropy().forward(backend.asarray(logits), backend.asarray(np.array([0])))
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        torch.nn.functional.cross_entropy(torch.tensor(logits.astype(np.int64)), torch.tensor([0]))
 
 
 @settings(max_examples=40, deadline=None)

@@ -65,7 +65,12 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, model: Sequential, optimizer: Any = None,
                     meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (and ``optimizer``) plus ``meta`` to ``path`` atomically; returns the path."""
+    """Write ``model`` (and ``optimizer``) plus ``meta`` to ``path`` atomically; returns the path.
+
+    A checkpoint never holds NaN or infinite weights: if a parameter, buffer or optimizer slot does (the
+    training diverged), nothing is written (a file already at ``path`` stays as it was) and
+    :class:`CheckpointError` names the array. Non-finite floats in ``meta`` are written as ``null``.
+    """
     from xpcnn import __version__
     arrays = {f"model:{k}": B.to_numpy(v) for k, v in model.state_dict().items()}
     header: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "xpcnn_version": __version__,
@@ -79,8 +84,21 @@ def save_checkpoint(path: str | os.PathLike, model: Sequential, optimizer: Any =
             for slot, value in slots.items():
                 arrays[f"optim:{key}:{slot}"] = B.to_numpy(value)
     header.update(meta or {})
+    _check_finite(path, arrays)
     host.save_arrays(path, arrays, header)
     return Path(path)
+
+
+def _check_finite(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` naming the first array of ``arrays`` (host arrays keyed ``model:KEY`` or
+    ``optim:KEY:SLOT``) that holds NaN or an infinity."""
+    xp = host.xp
+    for name, value in arrays.items():
+        if xp.isdtype(value.dtype, "real floating") and not bool(xp.all(xp.isfinite(value))):
+            what = (f"optimizer slot {name[len('optim:'):]}" if name.startswith("optim:")
+                    else f"weight {name.removeprefix('model:')}")
+            raise CheckpointError(f"not writing {path}: {what} holds NaN or infinite values (the training "
+                                  "diverged); lower the learning rate and train again")
 
 
 def save_model(path: str | os.PathLike, model: Sequential) -> Path:

@@ -37,3 +37,7 @@ class CheckpointError(XpcnnError, ValueError):
 
 class ResourceError(XpcnnError, MemoryError):
     """A model, batch or array would need more memory than this machine has (refused before allocating it)."""
+
+
+class DTypeError(XpcnnError, TypeError):
+    """An array has a dtype the operation does not take (integer logits, integer images into a model)."""

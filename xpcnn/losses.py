@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpcnn import backend as B
-from xpcnn.errors import LabelError, ShapeError
+from xpcnn.errors import DTypeError, LabelError, ShapeError
 from xpcnn.ops.loss import cross_entropy_forward
 
 
@@ -30,17 +30,30 @@ def check_labels(labels: Any, num_classes: int, batch: int | None = None, where:
 
 
 class SoftmaxCrossEntropy:
-    """Mean cross-entropy of softmax(logits) against integer labels, fused and numerically stable."""
+    """Mean cross-entropy of softmax(logits) against integer labels, fused and numerically stable.
+
+    The values are PyTorch's ``cross_entropy`` (mean reduction), ``-inf`` logits included. ``check=False``
+    skips the label check (:func:`check_labels`), which synchronizes a GPU.
+    """
 
     def __init__(self, check: bool = True) -> None:
         self.check = check
         self._grad = None
 
     def forward(self, logits: Any, labels: Any) -> Any:
-        """logits ``(N, K)``, labels ``(N,)`` integers in ``[0, K)`` -> mean loss (0-d array)."""
+        """Floating-point logits ``(N, K)``, labels ``(N,)`` integers in ``[0, K)`` -> mean loss (0-d array of
+        the logits' dtype).
+
+        Raises :class:`ShapeError` for logits that are not ``(N, K)``, :class:`DTypeError` for integer or
+        boolean logits (refused, as PyTorch does: cast them with ``astype(float32)``) and :class:`LabelError`
+        for bad labels (when ``check`` is on).
+        """
         if len(logits.shape) != 2:
             raise ShapeError(f"SoftmaxCrossEntropy: expected logits (N, K), got shape {tuple(logits.shape)}")
-        B.namespace_of(logits, labels, where="SoftmaxCrossEntropy")
+        xp = B.namespace_of(logits, labels, where="SoftmaxCrossEntropy")
+        if not xp.isdtype(logits.dtype, "real floating"):
+            raise DTypeError(f"SoftmaxCrossEntropy: expected floating-point logits, got dtype {logits.dtype}; "
+                             "cast them with astype(float32) (integer logits would wrap in the softmax)")
         if self.check:
             check_labels(labels, logits.shape[1], logits.shape[0], where="SoftmaxCrossEntropy")
         loss, self._grad = cross_entropy_forward(logits, labels)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xpcnn import backend as B
-from xpcnn.errors import CheckpointError, ShapeError
+from xpcnn.errors import CheckpointError, DTypeError, ShapeError
 from xpcnn.kernels import step_scope
 from xpcnn.layers import LAYER_TYPES, Layer
 from xpcnn.plan import FusedStep, LayerStep, build_plan
@@ -50,7 +50,14 @@ class Sequential:
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``)."""
+        """Output of the last layer for input ``x`` (e.g. ``(N, C, H, W)`` -> ``(N, classes)``), of :attr:`dtype`.
+
+        Floating-point input of another dtype (a float64 batch into a float32 model) is cast to the model's
+        :attr:`dtype` first, as Keras does, so the gradients, parameters and optimizer slots keep that dtype.
+        Integer or boolean input (raw uint8 images) raises :class:`DTypeError`: scale and standardize it first
+        (:class:`xpcnn.Trainer` does) or cast it with ``astype(float32)``.
+        """
+        x = self._as_model_dtype(x, "forward", "input")
         with step_scope(x):
             for step in self.plan:
                 x = step.forward(x)
@@ -63,12 +70,26 @@ class Sequential:
 
         ``need_input_grad=False`` lets the first layer skip dL/d_input (a convolution's costs a full
         col2im) and may return None: trainers pass it, as nobody reads the gradient of the data.
+        ``grad_out`` of another floating dtype is cast to the model's :attr:`dtype` (as in :meth:`forward`).
         """
+        grad_out = self._as_model_dtype(grad_out, "backward", "grad_out")
         steps = self.plan
         with step_scope(grad_out):
             for k in reversed(range(len(steps))):
                 grad_out = steps[k].backward(grad_out, need_input_grad or k > 0)
         return grad_out
+
+    def _as_model_dtype(self, x: Any, method: str, what: str) -> Any:
+        """``x`` cast to :attr:`dtype` if it is floating-point of another width; DTypeError if not floating."""
+        xp = B.namespace_of(x, where=f"Sequential.{method}")
+        target = getattr(xp, self.dtype)
+        if x.dtype == target:
+            return x
+        if not xp.isdtype(x.dtype, "real floating"):
+            raise DTypeError(f"Sequential.{method}: expected a floating-point {what}, got dtype {x.dtype}; "
+                             f"scale and standardize images first (Trainer.fit and Trainer.predict do), or cast "
+                             f"with astype({self.dtype})")
+        return xp.astype(x, target)
 
     def train(self) -> Sequential:
         """Training mode: dropout drops, batch norm uses batch statistics."""
@@ -165,6 +186,7 @@ class Sequential:
         The file is a checkpoint without optimizer state (the ``.npz`` archive of plain arrays plus a JSON
         header of :mod:`xpcnn.checkpoint`: loading it never runs code), written exactly at ``path`` (name it
         ``*.npz``) atomically: a crash leaves the previous file or the new one, never a torn one. Returns the path.
+        Raises :class:`CheckpointError` (writing nothing) if a weight holds NaN or an infinity.
         """
         from xpcnn.checkpoint import save_model
         return save_model(path, self)

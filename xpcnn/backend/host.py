@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xpcnn import strict_json
 from xpcnn.resources import exceeds_memory, format_bytes
 
 #: The NumPy Array API namespace, for host-side array work outside the backend package.
@@ -63,7 +64,7 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: di
         raise ValueError(f"{path} is not a regular file (a folder or a device); give a file path such as "
                          f"{path.name or 'model'}.npz in a folder you can write")
     payload = {name: np.asarray(a) for name, a in arrays.items()}
-    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    meta_bytes = np.frombuffer(strict_json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)

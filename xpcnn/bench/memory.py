@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+from xpcnn import strict_json
 from xpcnn.backend import profiling
 
 
@@ -37,7 +38,7 @@ def _main(engine: str, model: str, batch_size: int, steps: int) -> None:
         step = ref.train
     for _ in range(steps):
         step()
-    print(json.dumps({"engine": engine, "peak_rss_bytes": profiling.process_peak_rss_bytes()}))
+    print(strict_json.dumps({"engine": engine, "peak_rss_bytes": profiling.process_peak_rss_bytes()}))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 
-from xpcnn import models
+from xpcnn import models, strict_json
 from xpcnn.bench.harness import SETTLE_SECONDS
 from xpcnn.cli.common import add_device_arguments, non_negative_float, positive_int
 
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if args.breakdown:
             result["layers"] = XpcnnStep(args.model, batch, B.resolve(args.device, args.backend)).layer_times()
         if args.json:
-            print(json.dumps(result), flush=True)
+            print(strict_json.dumps(result), flush=True)
             continue
         line = (f"{args.model} batch {batch} on {result['backend']}/{result['device']}: "
                 f"train {result['train_img_s']:.0f} img/s ({result['train_gflop_s']:.1f} GFLOP/s, "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from xpcnn import strict_json
 from xpcnn.backend import host
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits
@@ -43,7 +43,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     test, which = _held_out(args, checkpoint)
     result = trainer.evaluate(test)
     if args.json:
-        print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
+        print(strict_json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
                           "per_class_recall": result["per_class_recall"],
                           "per_class_precision": result["per_class_precision"],
                           "confusion_matrix": result["confusion_matrix"], "dataset": args.dataset,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from xpcnn import models, optim
+from xpcnn import models, optim, strict_json
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli import outputs, run_config, train_settings
 from xpcnn.cli.common import (
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
               f"; nothing left to resume: pass --early-stopping N above {stopper.patience} to train on"),
               file=sys.stderr)
     result = trainer.evaluate(test)
-    print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+    print(strict_json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
                       "per_class_recall": [round(r, 4) for r in result["per_class_recall"]]}))
     written = [name for name in ("last.npz", "best.npz", "history.jsonl") if (out / name).is_file()]
     if plots.matplotlib_available():

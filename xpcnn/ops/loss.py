@@ -22,15 +22,17 @@ def one_hot(labels: Any, num_classes: int, dtype: Any) -> Any:
 
 
 def cross_entropy_forward(logits: Any, labels: Any) -> tuple[Any, Any]:
-    """Mean cross-entropy of ``(N, K)`` logits against ``(N,)`` labels.
+    """Mean cross-entropy of ``(N, K)`` floating-point logits against ``(N,)`` integer labels.
 
     Returns ``(loss (0-d array), grad_logits (N, K))``: the gradient ``(softmax - one_hot) / N``
-    comes almost free with the forward pass.
+    comes almost free with the forward pass. The loss picks each row's label entry of the log-softmax
+    (no one-hot product, whose ``0 * -inf`` would make a ``-inf`` logit elsewhere in the row NaN), so
+    it equals PyTorch's ``cross_entropy`` for any logits, ``-inf`` included.
     """
     xp = B.namespace_of(logits, labels)
     n, k = logits.shape
     log_p = log_softmax(logits)
-    target = one_hot(labels, k, logits.dtype)
-    loss = -xp.sum(target * log_p) / n
-    grad = (xp.exp(log_p) - target) / n
+    index = xp.reshape(xp.astype(labels, xp.int64), (-1, 1))  # int64: what torch's gather takes
+    loss = -xp.sum(xp.take_along_axis(log_p, index, axis=1)) / n
+    grad = (xp.exp(log_p) - one_hot(labels, k, logits.dtype)) / n
     return loss, grad

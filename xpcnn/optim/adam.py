@@ -8,22 +8,30 @@ from typing import Any
 from xpcnn import backend as B
 from xpcnn.model import Sequential
 from xpcnn.ops.optimizers import adam_step
-from xpcnn.optim.base import Optimizer
+from xpcnn.optim.base import Optimizer, checked
 
 
 class Adam(Optimizer):
-    """Adam with bias correction; ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2)."""
+    """Adam with bias correction; ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2).
+
+    Raises ValueError naming the argument for a learning rate or ``eps`` that is not a finite number > 0, a
+    beta outside [0, 1) and a weight decay that is not a finite number >= 0.
+    """
 
     decoupled = False
 
     def __init__(self, model: Sequential, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr)
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas!r}")
-        if eps <= 0 or weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: eps must be positive and weight_decay non-negative")
-        self.betas, self.eps, self.weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+        owner = type(self).__name__
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}") from None
+        self.betas = (checked(owner, "beta parameter at index 0", beta1, 0.0, 1.0),
+                      checked(owner, "beta parameter at index 1", beta2, 0.0, 1.0))
+        self.eps = checked(owner, "epsilon value", eps, 0.0, low_ok=False)
+        self.weight_decay = checked(owner, "weight_decay value", weight_decay, 0.0)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from xpcnn import backend as B
@@ -9,16 +10,38 @@ from xpcnn.kernels import step_scope
 from xpcnn.model import Sequential
 
 
+def checked(owner: str, what: str, value: Any, low: float, high: float = math.inf, low_ok: bool = True,
+            high_ok: bool = False) -> float:
+    """``value`` as a float after checking it is a finite number in the range from ``low`` to ``high``
+    (``low_ok``/``high_ok``: whether the ends themselves are allowed).
+
+    Raises ValueError in PyTorch's words plus the rule, e.g. ``SGD: Invalid learning rate: nan (must be a
+    finite number > 0)``.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    above = number >= low if low_ok else number > low
+    below = number <= high if high_ok else number < high
+    if not (math.isfinite(number) and above and below):
+        rule = f"{'>=' if low_ok else '>'} {low:g}" + ("" if high == math.inf else
+                                                       f" and {'<=' if high_ok else '<'} {high:g}")
+        raise ValueError(f"{owner}: Invalid {what}: {value!r} (must be a finite number {rule})")
+    return number
+
+
 class Optimizer:
-    """Base class: subclasses implement :meth:`update` for one parameter."""
+    """Base class: subclasses implement :meth:`update` for one parameter.
+
+    Raises ValueError naming the argument for a learning rate that is not a finite number > 0.
+    """
 
     def __init__(self, model: Sequential, lr: float) -> None:
         if not isinstance(model, Sequential):
             raise TypeError(f"{type(self).__name__}: expected an xpcnn Sequential model, got {type(model).__name__}")
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr!r}")
         self.model = model
-        self.lr = float(lr)
+        self.lr = checked(type(self).__name__, "learning rate", lr, 0.0, low_ok=False)
         self.step_count = 0
         self.state: dict[str, dict[str, Any]] = {}
 
@@ -52,9 +75,12 @@ class Optimizer:
                 "state": {k: dict(v) for k, v in self.state.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; arrays are moved to the model's device."""
+        """Restore :meth:`state_dict` output; arrays are moved to the model's device.
+
+        Raises ValueError for a learning rate that is not a finite number >= 0 (a schedule may have reached 0).
+        """
         self.step_count = int(state["step"])
-        self.lr = float(state["hyperparameters"].get("lr", self.lr))
+        self.lr = checked(type(self).__name__, "learning rate", state["hyperparameters"].get("lr", self.lr), 0.0)
         placement = self.model.placement
         self.state = {k: {slot: B.move(a, placement) for slot, a in slots.items()}
                       for k, slots in state["state"].items()}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
-from xpcnn.optim.base import Optimizer
+from xpcnn.optim.base import Optimizer, checked
 
 
 class Schedule:
@@ -35,26 +36,34 @@ class Schedule:
 
 
 class StepLR(Schedule):
-    """Multiply the rate by ``gamma`` every ``step_size`` epochs."""
+    """Multiply the rate by ``gamma`` every ``step_size`` epochs.
+
+    Raises ValueError for a ``step_size`` that is not a positive int or a ``gamma`` that is not a finite
+    number > 0.
+    """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         super().__init__(optimizer)
-        if step_size <= 0:
-            raise ValueError(f"StepLR: step_size must be positive, got {step_size}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size <= 0:
+            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        self.step_size, self.gamma = int(step_size), checked("StepLR", "gamma value", gamma, 0.0, low_ok=False)
 
     def rate(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class CosineAnnealingLR(Schedule):
-    """Cosine decay from the initial rate to ``eta_min`` over ``t_max`` epochs."""
+    """Cosine decay from the initial rate to ``eta_min`` over ``t_max`` epochs.
+
+    Raises ValueError for a ``t_max`` that is not a positive int or an ``eta_min`` that is not a finite
+    number >= 0.
+    """
 
     def __init__(self, optimizer: Optimizer, t_max: int, eta_min: float = 0.0) -> None:
         super().__init__(optimizer)
-        if t_max <= 0:
-            raise ValueError(f"CosineAnnealingLR: t_max must be positive, got {t_max}")
-        self.t_max, self.eta_min = int(t_max), float(eta_min)
+        if isinstance(t_max, bool) or not isinstance(t_max, numbers.Integral) or t_max <= 0:
+            raise ValueError(f"CosineAnnealingLR: t_max must be a positive int, got {t_max!r}")
+        self.t_max, self.eta_min = int(t_max), checked("CosineAnnealingLR", "eta_min value", eta_min, 0.0)
 
     def rate(self, epoch: int) -> float:
         cos = (1 + math.cos(math.pi * min(epoch, self.t_max) / self.t_max)) / 2

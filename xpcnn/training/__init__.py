@@ -2,7 +2,7 @@
 
 from xpcnn.training.callbacks import (Callback, EarlyStopping, EpochSummary, HistoryLogger, ModelCheckpoint,
                                       format_epoch)
-from xpcnn.training.trainer import Trainer, TrainingInterrupted
+from xpcnn.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 __all__ = ["Callback", "EarlyStopping", "EpochSummary", "HistoryLogger", "ModelCheckpoint", "Trainer",
-           "TrainingInterrupted", "format_epoch"]
+           "TrainingDiverged", "TrainingInterrupted", "format_epoch"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from xpcnn import strict_json
 
 if TYPE_CHECKING:
     from xpcnn.training.trainer import Trainer
@@ -135,7 +136,7 @@ class EarlyStopping(Callback):
 
 
 class HistoryLogger(Callback):
-    """Append each epoch's record as one JSON line to ``path``."""
+    """Append each epoch's record as one line of strict JSON to ``path`` (a non-finite value is ``null``)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -143,7 +144,7 @@ class HistoryLogger(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(strict_json.dumps(record) + "\n")
 
 
 class EpochSummary(Callback):

@@ -16,7 +16,7 @@ from xpcnn.backend import host
 from xpcnn.checkpoint import Checkpoint, save_checkpoint
 from xpcnn.data.batches import DeviceData, image_shape
 from xpcnn.data.datasets import Split, dataset_info
-from xpcnn.errors import DataError, ShapeError
+from xpcnn.errors import DataError, ShapeError, XpcnnError
 from xpcnn.kernels import compile_seconds
 from xpcnn.losses import SoftmaxCrossEntropy, check_labels
 from xpcnn.model import Sequential
@@ -70,6 +70,20 @@ def _no_interrupt() -> None:
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during :meth:`Trainer.fit`, after the callbacks saved what they save."""
+
+
+class TrainingDiverged(XpcnnError, RuntimeError):
+    """The training loss (or, at the end of an epoch, a weight or optimizer slot) became NaN or infinite.
+
+    Raised by :meth:`Trainer.fit` before the epoch's callbacks run, so no checkpoint is written from the
+    diverged weights and the history gets no record of the epoch. ``epoch`` and ``step`` (1-based, within the
+    epoch) say where it was noticed, ``loss`` is the loss read there (the epoch's finite mean loss when a weight
+    or slot, not the loss, went non-finite).
+    """
+
+    def __init__(self, message: str, epoch: int, step: int, loss: float) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.loss = epoch, step, loss
 
 
 class Trainer:
@@ -159,8 +173,12 @@ class Trainer:
         Returns the history: one record per epoch with ``loss``, ``accuracy``, ``images_per_s``
         and, given ``val``, ``val_loss`` and ``val_accuracy``. Ctrl-C runs the callbacks'
         ``on_interrupt`` (a checkpoint saves) and raises :class:`TrainingInterrupted`. Raises
-        :class:`ShapeError` for channel-last images or a channel count the model does not take, and
-        :class:`~xpcnn.errors.ResourceError` (on the CPU) for a batch whose activations alone cannot fit in memory.
+        :class:`ShapeError` for channel-last images or a channel count the model does not take,
+        :class:`~xpcnn.errors.ResourceError` (on the CPU) for a batch whose activations alone cannot fit in memory,
+        and :class:`TrainingDiverged` when the loss becomes NaN or infinite: the running loss is read back from the
+        device about every 0.5 s (with or without a progress bar) and at the end of each epoch, where the
+        weights and optimizer slots are checked too; the epoch's callbacks do not run then (no checkpoint,
+        no history record). A loss that is finite, however large, is not an error.
         """
         if self.optimizer is None:
             raise ValueError("Trainer.fit needs an optimizer: Trainer(model, xpcnn.optim.Adam(model), ...)")
@@ -222,34 +240,45 @@ class Trainer:
                    file=sys.stderr)  # the epoch line replaces the bar when the epoch ends
         loss_sum, correct, seen, earlier = self._restored_totals(xp)  # a resumed epoch counts its earlier part
         started, shown = time.perf_counter() - earlier, 0.0
+        unread: list[Any] = []  # the steps' losses since the running loss was last read: to name the bad step
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
-        for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
-            logits = model.forward(x)
-            value = self.loss.forward(logits, y)
-            model.backward(self.loss.backward(), need_input_grad=False)
-            self.optimizer.step()
-            n = y.shape[0]
-            hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int32))  # int32: JAX's default width
-            loss_sum = value * n if loss_sum is None else loss_sum + value * n  # stays on the device
-            correct = hits if correct is None else correct + hits
-            seen += n
-            self._epoch_totals = (loss_sum, correct, seen, started, compiled_before)
-            self.batch_in_epoch += 1
-            self.global_step += 1
-            self._interrupt_point()  # the step is whole and counted: a Ctrl-C during it acts here
-            bar.update(1)
-            now = time.perf_counter()
-            if show_bar and now - shown > 0.5:  # reading the device's sums synchronizes it: rarely
-                shown = now
-                bar.set_postfix_str(bar_postfix(
-                    float(loss_sum) / seen, int(correct) / seen,
-                    seen / max(now - started - (compile_seconds() - compiled_before), 1e-9)))
-        elapsed = time.perf_counter() - started - (compile_seconds() - compiled_before)
-        record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / seen if seen else float("nan"),
-                  "accuracy": int(correct) / seen if seen else float("nan"),
-                  "images_per_s": seen / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
-        bar.set_postfix_str(bar_postfix(record["loss"], record["accuracy"], record["images_per_s"]))
-        bar.close()
+        try:
+            for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
+                logits = model.forward(x)
+                value = self.loss.forward(logits, y)
+                model.backward(self.loss.backward(), need_input_grad=False)
+                self.optimizer.step()
+                n = y.shape[0]
+                hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int32))  # int32: JAX's default width
+                loss_sum = value * n if loss_sum is None else loss_sum + value * n  # stays on the device
+                correct = hits if correct is None else correct + hits
+                unread.append(value)
+                seen += n
+                self._epoch_totals = (loss_sum, correct, seen, started, compiled_before)
+                self.batch_in_epoch += 1
+                self.global_step += 1
+                self._interrupt_point()  # the step is whole and counted: a Ctrl-C during it acts here
+                bar.update(1)
+                now = time.perf_counter()
+                if now - shown > 0.5:  # reading the device's sums synchronizes it: rarely, bar or not
+                    shown = now
+                    running = float(loss_sum) / seen
+                    self._check_loss(running, unread, total)
+                    unread = []
+                    if show_bar:
+                        bar.set_postfix_str(bar_postfix(
+                            running, int(correct) / seen,
+                            seen / max(now - started - (compile_seconds() - compiled_before), 1e-9)))
+            elapsed = time.perf_counter() - started - (compile_seconds() - compiled_before)
+            record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / seen if seen else float("nan"),
+                      "accuracy": int(correct) / seen if seen else float("nan"),
+                      "images_per_s": seen / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
+            if seen:
+                self._check_loss(record["loss"], unread, total)
+                self._check_state(record["loss"], total)
+            bar.set_postfix_str(bar_postfix(record["loss"], record["accuracy"], record["images_per_s"]))
+        finally:
+            bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
         self._epoch_totals = None
@@ -274,6 +303,38 @@ class Trainer:
         seconds = time.perf_counter() - started - (compile_seconds() - compiled_before)
         return {"loss_sum": float(loss_sum), "loss_dtype": str(loss_sum.dtype).rsplit(".", 1)[-1], "correct": int(correct),
                 "seen": seen, "seconds": seconds}
+
+    def _check_loss(self, running: float, unread: list[Any], total: int) -> None:
+        """Raise :class:`TrainingDiverged` if the running loss is NaN or infinite, naming the first step
+        among ``unread`` (the latest steps' losses, not yet read back) whose loss was."""
+        if math.isfinite(running):
+            return
+        first = self.batch_in_epoch - len(unread) + 1
+        step, loss = self.batch_in_epoch, running  # each loss finite, their sum overflowed: say where it did
+        for offset, value in enumerate(unread):
+            if not math.isfinite(float(value)):
+                step, loss = first + offset, float(value)
+                break
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss} at epoch {self.epoch + 1}, step {step} of {total}; nothing "
+            f"was saved from this epoch. Train again with a lower learning rate than "
+            f"{type(self.optimizer).__name__}'s {self.optimizer.lr:g}", self.epoch + 1, step, loss)
+
+    def _check_state(self, loss: float, total: int) -> None:
+        """Raise :class:`TrainingDiverged` if a weight, buffer or optimizer slot holds NaN or infinity (one
+        read-back per array: once an epoch, before anything is saved)."""
+        xp = self.placement.xp
+        arrays = dict(self.model.state_dict())
+        for key, slots in self.optimizer.state.items():
+            arrays.update({f"{key} ({slot})": value for slot, value in slots.items()})
+        for name, value in arrays.items():
+            if xp.isdtype(value.dtype, "real floating") and not bool(xp.all(xp.isfinite(value))):
+                raise TrainingDiverged(
+                    f"training diverged: {name} holds NaN or infinite values at the end of epoch {self.epoch + 1} "
+                    f"(step {self.batch_in_epoch} of {total}), although the loss was finite; nothing was saved "
+                    f"from this epoch. Train again with a lower learning rate than "
+                    f"{type(self.optimizer).__name__}'s {self.optimizer.lr:g}",
+                    self.epoch + 1, self.batch_in_epoch, loss)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, split: Split, batch_size: int = 256) -> dict[str, Any]:
@@ -324,7 +385,12 @@ class Trainer:
                 "history": self.history, **self.extra_meta}
 
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint of model, optimizer and progress to ``path`` (atomically)."""
+        """Write a checkpoint of model, optimizer and progress to ``path`` (atomically).
+
+        Raises :class:`CheckpointError`, writing nothing, if a weight or optimizer slot holds NaN or an infinity
+        (:func:`xpcnn.checkpoint.save_checkpoint`): a diverged model is never saved, by :class:`ModelCheckpoint`
+        either (:meth:`fit` raises :class:`TrainingDiverged` before the epoch's callbacks would save it).
+        """
         return save_checkpoint(path, self.model, self.optimizer, self.state_meta())
 
     def restore(self, checkpoint: Checkpoint) -> None:
