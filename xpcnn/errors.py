@@ -33,3 +33,12 @@ class DataError(XpcnnError, ValueError):
 
 class CheckpointError(XpcnnError, ValueError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
+
+
+class XpcnnWarning(UserWarning):
+    """Base class for xpcnn's warnings: something looks wrong, but xpcnn carries on (the ``xpcnn`` command
+    prints each as one line on stderr)."""
+
+
+class DataWarning(XpcnnWarning):
+    """A data file or image is unusual (a dataset file with an unknown checksum, a blank image)."""
