@@ -130,7 +130,7 @@ class Split:
         return int(self.labels.shape[0])
 
     def __repr__(self) -> str:
-        return (f"Split(images {tuple(self.images.shape)} {self.images.dtype}, labels {tuple(self.labels.shape)}, "
+        return (f"Split(images {tuple(self.images.shape)} {self.images.dtype}, labels {tuple(self.labels.shape)} {self.labels.dtype}, "
                 f"dataset={self.dataset!r})")
 
     def __getitem__(self, index: int | slice) -> Split | tuple[host.ndarray, host.ndarray]:
