@@ -75,7 +75,8 @@ def test_float_labels_are_refused_not_truncated(tmp_path: Path) -> None:
 def test_images_that_are_not_bytes_are_refused(tmp_path: Path, image_type: str, values: float) -> None:
     images, labels = digits()
     images_path, _ = write_split(tmp_path, np.full(images.shape, values), labels, image_type=image_type)
-    with pytest.raises(DataError, match=f"images must be unsigned bytes \\(IDX type 0x08\\), found {image_type}") as info:
+    expected = f"images must be unsigned bytes \\(IDX type 0x08\\), found {image_type}"
+    with pytest.raises(DataError, match=expected) as info:
         datasets.load_test_only("mnist", tmp_path)
     assert str(info.value).startswith(f"{images_path}: ")
 

@@ -130,8 +130,8 @@ class Split:
         return int(self.labels.shape[0])
 
     def __repr__(self) -> str:
-        return (f"Split(images {tuple(self.images.shape)} {self.images.dtype}, labels {tuple(self.labels.shape)} {self.labels.dtype}, "
-                f"dataset={self.dataset!r})")
+        return (f"Split(images {tuple(self.images.shape)} {self.images.dtype}, "
+                f"labels {tuple(self.labels.shape)} {self.labels.dtype}, dataset={self.dataset!r})")
 
     def __getitem__(self, index: int | slice) -> Split | tuple[host.ndarray, host.ndarray]:
         """``split[a:b]``: a :class:`Split` of the same dataset (views); ``split[i]``: ``(image, label)``."""
@@ -248,9 +248,10 @@ def _not_found(name: str, data_dir: str | os.PathLike | None, parts: tuple[str, 
     hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
     here = available(data_dir if data_dir is not None and Path(data_dir).is_dir() else None, wanted=name)
     if data_dir is not None:
-        why = "no such folder" if not Path(data_dir).is_dir() else f"looked for {wanted} in {searched}"
-        return (f"--data-dir {data_dir} not found: {why}; pass the folder that holds dataset {name!r}'s IDX files"
-                f" ({wanted}), or drop --data-dir" + (f"; this machine has: {', '.join(here)}" if here else ""))
+        why = (f"no such folder; pass the folder that holds {name}'s IDX files ({wanted})"
+               if not Path(data_dir).is_dir() else f"looked for {wanted} in {searched}; pass the folder that holds them")
+        return (f"--data-dir {data_dir} not found: {why}, or drop --data-dir"
+                + (f"; this machine has: {', '.join(here)}" if here else ""))
     return (f"dataset {name!r} not found: looked for {wanted} in {searched}; "
             + (f"download failed: {download_error}; " if download_error else "")
             + f"put the four IDX files in a folder and pass --data-dir DIR, or set XPCNN_DATA{hint}"

@@ -158,7 +158,8 @@ class Trainer:
             source = " and ".join(str(f) for f in getattr(split, "files", ())) or "the data"
             taken = [s for s in (28, *range(1, 513)) if _takes(self.model, (1, shape[1], s, s))][:1]
             fits = f"it takes images of shape {(shape[1], taken[0], taken[0])}" if taken else "no square size fits"
-            raise ShapeError(f"{source}: images of shape (C, H, W) = {shape[1:]} do not fit the model ({str(exc).split(';')[0]}); "
+            detail = str(exc).split(";")[0]  # the layer's own advice is about building a model, not the data
+            raise ShapeError(f"{source}: images of shape (C, H, W) = {shape[1:]} do not fit the model ({detail}); "
                              f"{fits}: resize the images, or build the model for {shape[2]}x{shape[3]} input"
                              ) from None
         check_labels(split.labels, num_classes, where=where)
