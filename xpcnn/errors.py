@@ -41,3 +41,12 @@ class ResourceError(XpcnnError, MemoryError):
 
 class DTypeError(XpcnnError, TypeError):
     """An array has a dtype the operation does not take (integer logits, integer images into a model)."""
+
+
+class XpcnnWarning(UserWarning):
+    """Base class for xpcnn's warnings: something looks wrong, but xpcnn carries on (the ``xpcnn`` command
+    prints each as one line on stderr)."""
+
+
+class DataWarning(XpcnnWarning):
+    """A data file or image is unusual (a dataset file with an unknown checksum, a blank image)."""

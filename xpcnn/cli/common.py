@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.data import datasets
 from xpcnn.data.datasets import Split
+from xpcnn.errors import XpcnnWarning
 
 
 def positive_int(text: str) -> int:
@@ -97,3 +101,21 @@ def load_splits(args: Any) -> tuple[Split, Split]:
                              f"(the test files hold {len(test)})")
         return test.take(0, args.split_test_set), test.take(args.split_test_set)
     return datasets.load(args.dataset, args.data_dir)
+
+
+@contextlib.contextmanager
+def one_line_warnings(prefix: str) -> Iterator[None]:
+    """Inside the block, each of xpcnn's warnings (:class:`~xpcnn.errors.XpcnnWarning`) prints as one line on
+    stderr, ``"<prefix>: warning: <message>"``, without Python's file and source line; others as Python prints
+    them. Python's warning display is restored when the block ends."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+            if issubclass(category, XpcnnWarning):
+                print(f"{prefix}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from xpcnn.checkpoint import load_checkpoint
 from xpcnn.cli.common import add_data_arguments, add_device_arguments, load_splits
 from xpcnn.data import datasets
 from xpcnn.data.datasets import Split
-from xpcnn.data.images import load_digit
+from xpcnn.data.images import is_blank, prepare, read_grey
+from xpcnn.errors import DataWarning
 from xpcnn.training import Trainer
 
 
@@ -80,9 +82,20 @@ def _held_out(args: argparse.Namespace, checkpoint: Any) -> tuple[Split, str]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    """Classify each image as the checkpoint's dataset's images were prepared (its ``dataset``: MNIST-style
+    digits are centred by mass, other datasets' images only resized; a checkpoint without one: digits); a
+    blank image is answered with a one-line warning on stderr."""
     trainer, checkpoint = _trainer(args.checkpoint, args)
-    images = host.xp.stack([load_digit(path) for path in args.images])
-    probabilities = trainer.predict(images)
+    dataset = checkpoint.meta.get("dataset")
+    digits = datasets.DATASETS[dataset].digits if dataset in datasets.DATASETS else True
+    images = []
+    for path in args.images:
+        grey = read_grey(path)
+        if is_blank(grey):
+            warnings.warn(f"{path} is blank (every pixel is {float(grey[0, 0]):g}): nothing to classify, its "
+                          "answer means nothing", DataWarning, stacklevel=1)
+        images.append(prepare(grey, digits))
+    probabilities = trainer.predict(host.xp.stack(images))
     classes = checkpoint.meta.get("classes") or [str(i) for i in range(probabilities.shape[1])]
     for path, row in zip(args.images, probabilities):
         best = int(host.xp.argmax(row))

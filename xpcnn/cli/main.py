@@ -7,6 +7,7 @@ import sys
 
 from xpcnn import __version__, enable_wide_vectors
 from xpcnn.cli import bench, evaluate, info, train
+from xpcnn.cli.common import one_line_warnings
 from xpcnn.errors import XpcnnError
 
 
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enable_wide_vectors()  # process-wide numba setting: the command owns its process (see its docstring)
     try:
-        return int(args.run(args) or 0)
+        with one_line_warnings(f"xpcnn {args.command}"):
+            return int(args.run(args) or 0)
     except (XpcnnError, ValueError, OSError) as exc:
         message = str(exc).strip() or type(exc).__name__
         print(f"xpcnn {args.command}: error: {message}", file=sys.stderr)

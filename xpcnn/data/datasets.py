@@ -7,12 +7,14 @@ import os
 import socket
 import threading
 import urllib.parse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from xpcnn.backend import host
-from xpcnn.data.idx import read_idx
-from xpcnn.errors import DataError
+from xpcnn.data import checksums
+from xpcnn.data.idx import read_images, read_labels
+from xpcnn.errors import DataError, ShapeError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -37,11 +39,14 @@ READ_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset's download mirrors, file checksums, class names and normalization constants (the mean and
-    standard deviation of its training pixels scaled to [0, 1]).
+    """A dataset's download mirrors, file checksums (``sha256`` of the published ``.gz`` files, ``raw_sha256``
+    of the files they hold, by which its files are recognized wherever they come from), class names and
+    normalization constants (the mean and standard deviation of its training pixels scaled to [0, 1]).
 
     A bundled dataset ships inside the package: ``bundled`` is the folder of its two t10k files, and
     ``split`` says how they divide, the first ``split[0]`` images to train and the next ``split[1]`` to test.
+    ``digits`` says its images are MNIST-style handwritten digits (light on dark, fitted in 20x20 and centred
+    by mass in 28x28): ``xpcnn predict`` prepares a user's image the same way, and only resizes the others'.
     """
 
     name: str
@@ -52,6 +57,8 @@ class DatasetInfo:
     std: float
     bundled: Path | None = None
     split: tuple[int, int] | None = None
+    raw_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
+    digits: bool = False
 
 
 DATASETS = {
@@ -62,7 +69,12 @@ DATASETS = {
          "train_labels": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
          "test_images": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
          "test_labels": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
-        tuple(str(d) for d in range(10)), 0.1307, 0.3081),
+        tuple(str(d) for d in range(10)), 0.1307, 0.3081,
+        raw_sha256={"train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                    "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                    "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
+        digits=True),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist",
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
@@ -71,32 +83,65 @@ DATASETS = {
          "test_images": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
          "test_labels": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"},
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        0.2860, 0.3530),
+        0.2860, 0.3530,
+        raw_sha256={"train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"}),
     # MNIST's own test set, bundled: the first 8,000 digits train, the last 2,000 test (the same division as
     # `--dataset mnist --split-test-set 8000` on the t10k files). MNIST's normalization constants.
     "mnist-sample": DatasetInfo(
         "mnist-sample", (),
         {"test_images": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
          "test_labels": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
-        tuple(str(d) for d in range(10)), 0.1307, 0.3081, bundled=SAMPLE_DIR, split=(8000, 2000)),
+        tuple(str(d) for d in range(10)), 0.1307, 0.3081, bundled=SAMPLE_DIR, split=(8000, 2000),
+        raw_sha256={"test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
+        digits=True),
 }
 
 
-@dataclass
+@dataclass(repr=False)
 class Split:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64, on the host, and the name of the dataset they
-    come from (``None`` for arrays made by hand; :func:`dataset_info` gives its classes and normalization)."""
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64, on the host, the name of the dataset they
+    come from (``None`` for arrays made by hand; :func:`dataset_info` gives its classes and normalization) and
+    the files they were read from (``()`` for arrays made by hand), for messages.
+
+    A sequence of ``(image, label)`` pairs: ``split[i]`` is one, ``split[100:200]`` a Split of the same
+    dataset (views, not copies). Raises :class:`ShapeError` when images and labels differ in number.
+    """
 
     images: host.ndarray
     labels: host.ndarray
     dataset: str | None = None
+    files: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        labels = getattr(self.labels, "shape", (len(self.labels),))
+        images = getattr(self.images, "shape", (len(self.images),))
+        if len(labels) != 1:
+            raise ShapeError(f"labels must be 1-D (N,), got shape {tuple(labels)}")
+        if not images or images[0] != labels[0]:
+            raise ShapeError(f"{images[0] if images else 'no'} images but {labels[0]} labels"
+                             f"{' in ' + ' and '.join(map(str, self.files)) if self.files else ''}: "
+                             "a split needs one label per image")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def __repr__(self) -> str:
+        return (f"Split(images {tuple(self.images.shape)} {self.images.dtype}, "
+                f"labels {tuple(self.labels.shape)} {self.labels.dtype}, dataset={self.dataset!r})")
+
+    def __getitem__(self, index: int | slice) -> Split | tuple[host.ndarray, host.ndarray]:
+        """``split[a:b]``: a :class:`Split` of the same dataset (views); ``split[i]``: ``(image, label)``."""
+        if isinstance(index, slice):
+            return Split(self.images[index], self.labels[index], self.dataset, self.files)
+        return self.images[index], self.labels[index]
+
     def take(self, start: int, stop: int | None = None) -> Split:
-        """Images ``start:stop`` (a view, not a copy), of the same dataset."""
-        return Split(self.images[start:stop], self.labels[start:stop], self.dataset)
+        """Images ``start:stop`` (a view, not a copy), of the same dataset: ``split[start:stop]``."""
+        return self[start:stop]
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -107,11 +152,12 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched for ``name``'s files, in order: --data-dir, $XPCNN_DATA, the user cache, then the
-    system's (Debian's ``/usr/share/datasets/<name>``, or those of ``$XPCNN_SYSTEM_DATA``)."""
-    dirs: list[Path] = []
+    """Folders searched for ``name``'s files, in order: $XPCNN_DATA, the user cache, then the system's
+    (Debian's ``/usr/share/datasets/<name>``, or those of ``$XPCNN_SYSTEM_DATA``); given ``data_dir`` (--data-dir),
+    only ``data_dir`` and ``data_dir/<name>``: an explicit folder is never replaced by another copy."""
     if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / name]
+        return [Path(data_dir), Path(data_dir) / name]
+    dirs: list[Path] = []
     if os.environ.get("XPCNN_DATA"):
         dirs += [Path(os.environ["XPCNN_DATA"]) / name, Path(os.environ["XPCNN_DATA"])]
     dirs += [cache_dir(name)] + [folder / name for folder in system_dirs()]
@@ -167,19 +213,24 @@ class DatasetNotFound(DataError):
 
 def locate(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[str, ...] = tuple(FILES),
            download: bool = True) -> dict[str, Path]:
-    """Paths of ``parts`` of dataset ``name``: the first folder holding all of them, else a download into the
-    user cache (never when ``data_dir`` is given: an explicit folder is a promise that the files are there).
-    A bundled dataset's files come from the package (its test parts only).
+    """Paths of ``parts`` of dataset ``name``: those in ``data_dir`` (or ``data_dir/<name>``) when it is given
+    (an explicit folder is a promise that the files are there: nothing else is searched or downloaded), else
+    the first folder of :func:`search_dirs` holding all of them, else a download into the user cache. A bundled
+    dataset's files come from the package (its test parts only). Every file is recognized by its SHA-256, as
+    :func:`~xpcnn.data.checksums.check_file` says (an unknown one warns with a :class:`DataWarning`).
 
-    Raises :class:`DatasetNotFound` (a :class:`DataError`) in one line: every folder searched, why the
-    download failed, how to supply the files, and the datasets this machine has instead.
+    Raises :class:`DatasetNotFound` (a :class:`DataError`) in one line: every folder searched (``data_dir``
+    when it does not exist or lacks the files), why the download failed, how to supply the files, and the
+    datasets this machine has instead; :class:`DataError` for another dataset's (or another part's) file.
     """
     info = dataset_info(name)
     if info.bundled is not None:
-        return _bundled_files(info, data_dir, parts)
+        return _checked(info, _bundled_files(info, data_dir, parts))
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DatasetNotFound(_not_found(name, data_dir, parts, None))
     found = find_local(name, data_dir, parts)
     if found is not None:
-        return found
+        return _checked(info, found)
     download_error = None
     if download and data_dir is None:
         try:
@@ -195,7 +246,12 @@ def _not_found(name: str, data_dir: str | os.PathLike | None, parts: tuple[str, 
     searched = ", ".join(str(d) for d in search_dirs(name, data_dir))
     wanted = ", ".join(FILES[p] + "[.gz]" for p in parts)
     hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
-    here = available(data_dir, wanted=name)
+    here = available(data_dir if data_dir is not None and Path(data_dir).is_dir() else None, wanted=name)
+    if data_dir is not None:
+        why = (f"no such folder; pass the folder that holds {name}'s IDX files ({wanted})"
+               if not Path(data_dir).is_dir() else f"looked for {wanted} in {searched}; pass the folder that holds them")
+        return (f"--data-dir {data_dir} not found: {why}, or drop --data-dir"
+                + (f"; this machine has: {', '.join(here)}" if here else ""))
     return (f"dataset {name!r} not found: looked for {wanted} in {searched}; "
             + (f"download failed: {download_error}; " if download_error else "")
             + f"put the four IDX files in a folder and pass --data-dir DIR, or set XPCNN_DATA{hint}"
@@ -398,10 +454,25 @@ def _bundled_split(info: DatasetInfo, data_dir: str | os.PathLike | None) -> Spl
 
 
 def _split(images_path: Path, labels_path: Path, dataset: str | None = None) -> Split:
-    """The :class:`Split` in an images and a labels IDX file; :class:`DataError` if their counts differ."""
-    images = read_idx(images_path, expect_ndim=3)
-    labels = read_idx(labels_path, expect_ndim=1)
+    """The :class:`Split` in an images and a labels IDX file. Raises :class:`DataError` naming the file as
+    :func:`~xpcnn.data.idx.read_images` and :func:`~xpcnn.data.idx.read_labels` say, when the counts differ,
+    or for a label that is no class of ``dataset``."""
+    images = read_images(images_path)
+    labels = read_labels(labels_path)
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{images_path.name} holds {images.shape[0]} images but {labels_path.name} holds "
+        raise DataError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
                         f"{labels.shape[0]} labels; the files do not belong together")
-    return Split(images, host.xp.astype(labels, host.xp.int64), dataset)
+    classes = len(dataset_info(dataset).classes) if dataset in DATASETS else None
+    if classes is not None and bool(host.xp.any(labels >= classes)):
+        index = int(host.xp.argmax(host.xp.astype(labels >= classes, host.xp.int8)))
+        raise DataError(f"{labels_path}: label {int(labels[index])} at index {index} is no class of {dataset} "
+                        f"(0 to {classes - 1}); the file is damaged or belongs to another dataset")
+    return Split(images, labels, dataset, (images_path, labels_path))
+
+
+def _checked(info: DatasetInfo, paths: dict[str, Path]) -> dict[str, Path]:
+    """``paths``, after recognizing each file by its SHA-256 (:func:`~xpcnn.data.checksums.check_file`)."""
+    known = checksums.known_files(DATASETS.values())
+    for part, path in paths.items():
+        checksums.check_file(path, info, part, known, FILES)
+    return paths

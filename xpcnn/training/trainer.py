@@ -54,6 +54,15 @@ def dataset_normalization(split: Split | None) -> tuple[float, float] | None:
     return (float(info.mean), float(info.std))
 
 
+def _takes(model: Sequential, shape: tuple[int, int, int, int]) -> bool:
+    """Whether ``model`` takes a batch of ``shape``."""
+    try:
+        model.output_shape(shape)
+    except ShapeError:
+        return False
+    return True
+
+
 def _checked_normalization(value: Any) -> tuple[float, float]:
     try:
         mean, std = (float(v) for v in value)
@@ -155,8 +164,21 @@ class Trainer:
         return (1, c, h, w)
 
     def _checked_data(self, split: Split, where: str) -> DeviceData:
-        """``split`` on the device, after checking its images and labels fit the model, once, on the host."""
-        num_classes = self.model.output_shape(self._input_shape(split.images))[-1]
+        """``split`` on the device, after checking its images and labels fit the model, once, on the host.
+
+        Raises :class:`ShapeError` naming the split's files and the image size the model takes when its
+        images do not fit (32x32 images for a model whose Dense layer was sized for 28x28)."""
+        shape = self._input_shape(split.images)
+        try:
+            num_classes = self.model.output_shape(shape)[-1]
+        except ShapeError as exc:
+            source = " and ".join(str(f) for f in getattr(split, "files", ())) or "the data"
+            taken = [s for s in (28, *range(1, 513)) if _takes(self.model, (1, shape[1], s, s))][:1]
+            fits = f"it takes images of shape {(shape[1], taken[0], taken[0])}" if taken else "no square size fits"
+            detail = str(exc).split(";")[0]  # the layer's own advice is about building a model, not the data
+            raise ShapeError(f"{source}: images of shape (C, H, W) = {shape[1:]} do not fit the model ({detail}); "
+                             f"{fits}: resize the images, or build the model for {shape[2]}x{shape[3]} input"
+                             ) from None
         check_labels(split.labels, num_classes, where=where)
         return self._device_data(split)
 
