@@ -107,7 +107,8 @@ def load_splits(args: Any) -> tuple[Split, Split]:
 def one_line_warnings(prefix: str) -> Iterator[None]:
     """Inside the block, each of xpcnn's warnings (:class:`~xpcnn.errors.XpcnnWarning`) prints as one line on
     stderr, ``"<prefix>: warning: <message>"``, without Python's file and source line; others as Python prints
-    them. Python's warning display is restored when the block ends."""
+    them, except NumPy's floating-point warnings (overflow, invalid value), which a diverging run would print
+    before its one-line error. Python's warning display is restored when the block ends."""
     with warnings.catch_warnings():
         shown = warnings.showwarning
 
@@ -118,4 +119,6 @@ def one_line_warnings(prefix: str) -> Iterator[None]:
                 shown(message, category, filename, lineno, file, line)
 
         warnings.showwarning = show
+        # NumPy's overflow/invalid-value warnings during training: the divergence check reports them in one line
+        warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
         yield

@@ -168,6 +168,12 @@ class Trainer:
 
         Raises :class:`ShapeError` naming the split's files and the image size the model takes when its
         images do not fit (32x32 images for a model whose Dense layer was sized for 28x28)."""
+        num_classes = self._checked_shapes(split)
+        check_labels(split.labels, num_classes, where=where)
+        return self._device_data(split)
+
+    def _checked_shapes(self, split: Split) -> int:
+        """The model's number of classes, after checking ``split``'s images fit it (see :meth:`_checked_data`)."""
         shape = self._input_shape(split.images)
         try:
             num_classes = self.model.output_shape(shape)[-1]
@@ -179,8 +185,7 @@ class Trainer:
             raise ShapeError(f"{source}: images of shape (C, H, W) = {shape[1:]} do not fit the model ({detail}); "
                              f"{fits}: resize the images, or build the model for {shape[2]}x{shape[3]} input"
                              ) from None
-        check_labels(split.labels, num_classes, where=where)
-        return self._device_data(split)
+        return num_classes
 
     def fit(self, train: Split, val: Split | None = None, epochs: int = 1, batch_size: int = 32,
             callbacks: Iterable[Callback] = (), verbose: int | None = None) -> list[dict[str, Any]]:
@@ -214,6 +219,7 @@ class Trainer:
         callbacks = list(callbacks)
         self.normalization = self._normalization(train)  # chosen once: evaluation uses the training constants
         self.model.normalization = self.normalization
+        self._checked_shapes(train)
         if self.placement.kind == "cpu":  # a GPU's memory is its own: its library reports running out
             check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
                                8 if self.model.dtype == "float64" else 4)
