@@ -187,3 +187,14 @@ def test_evaluate_scores_the_images_the_run_held_out(tmp_path: Path, mnist_dir: 
     assert report["which"] == "test files' images 9,000-9,999, held out from training by the run's --split-test-set 9000"
     trained_on = xpcnn("evaluate", str(out / "last.npz"), "--dataset", "mnist", "--data-dir", str(mnist_dir))
     assert trained_on.returncode == 0 and "test set, 10000 images" in trained_on.stdout
+
+
+def test_a_run_whose_cosine_schedule_reached_zero_resumes_and_says_it_is_done(tmp_path: Path) -> None:
+    out = tmp_path / "cosine"
+    first = xpcnn(*RUN, "--schedule", "cosine", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    _, meta = host.load_arrays(out / "last.npz")
+    assert meta["optimizer"]["hyperparameters"]["lr"] == 0  # where CosineAnnealingLR ends
+    again = xpcnn("train", "--resume", str(out / "last.npz"))
+    assert again.returncode == 0, again.stderr
+    assert "its cosine schedule has reached 0, so it cannot train on" in again.stderr

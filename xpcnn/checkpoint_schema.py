@@ -112,7 +112,7 @@ LAYER_KEYWORDS: dict[Any, Rule] = {
 
 #: The check of each optimizer hyper-parameter, by name.
 HYPERPARAMETERS: dict[str, Rule] = {
-    "lr": POSITIVE, "momentum": NON_NEGATIVE, "nesterov": BOOL, "weight_decay": NON_NEGATIVE, "eps": POSITIVE,
+    "lr": NON_NEGATIVE, "momentum": NON_NEGATIVE, "nesterov": BOOL, "weight_decay": NON_NEGATIVE, "eps": POSITIVE,
     "betas": Rule("a pair of numbers in [0, 1)",
                   lambda v: isinstance(v, list) and len(v) == 2 and all(FRACTION.test(b) for b in v)),
 }

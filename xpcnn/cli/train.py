@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         hyper = dict(checkpoint.meta.get("optimizer", {}).get("hyperparameters", {}))
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
+        if not hyper.get("lr"):  # a cosine schedule ends at 0, which no optimizer takes: build it at the run's
+            hyper["lr"] = config["lr"] or (checkpoint.meta.get("schedule") or {}).get("base_lr")  # (restored next)
         optimizer = opt_cls(model, **hyper)
         run_settings = train_settings.settings(args, checkpoint)
     else:
@@ -98,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
         trainer.restore(checkpoint)
         outputs.adopt(out, checkpoint)  # repairs a history that a kill cut short, even if nothing is left to do
         if trainer.epoch >= args.epochs:
+            more = (f"pass --epochs {trainer.epoch + 1} or more to train on" if run_settings["schedule"] != "cosine"
+                    else "its cosine schedule has reached 0, so it cannot train on: start a new run to train longer")
             print(f"nothing to do: the run in {args.resume} has finished {trainer.epoch} of its {args.epochs} "
-                  f"epoch(s); pass --epochs {trainer.epoch + 1} or more to train on", file=sys.stderr)
+                  f"epoch(s); {more}", file=sys.stderr)
             return 0
     for note in notes:
         print(note, file=sys.stderr)
