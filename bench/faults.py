@@ -70,6 +70,20 @@ def one_line_error(result: subprocess.CompletedProcess) -> str | None:
     return None if len(lines) == 1 else f"{len(lines)} lines on stderr"
 
 
+def stops_with_one_error(result: subprocess.CompletedProcess) -> tuple[str | None, str]:
+    """For a command that may print progress and warnings first: (None, the error line) if it failed with
+    exactly one error line, last, and no traceback; else (what it did instead, "")."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line]
+    if result.returncode == 0:
+        return "exit 0", ""
+    if "Traceback" in result.stderr:
+        return "traceback: " + lines[-1][:120], ""
+    if len(errors) != 1 or lines[-1] != errors[0]:
+        return f"{len(errors)} error lines", ""
+    return None, errors[0]
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
@@ -176,6 +190,157 @@ def overwrite_trials(work: Path, run_dir: Path) -> tuple[list[Callable[[], str |
     return list(trials.values()), list(trials)
 
 
+def checkpoint_trials(work: Path, source: Path, rng: random.Random, count: int
+                      ) -> tuple[list[Callable[[], str | None]], list[str]]:
+    """Damaged checkpoints given to ``xpcnn evaluate``: cut short, bytes flipped, header fields replaced by
+    values of the wrong kind. Holds when the file is refused in one line, or (a flip the zip's CRC-32 does
+    not cover) evaluated without a traceback."""
+    data = source.read_bytes()
+    arrays, meta = host.load_arrays(source)
+    paths = list(_leaves(meta))
+
+    def evaluate(damaged: Path, may_load: bool) -> str | None:
+        result = xpcnn("evaluate", str(damaged), "--json")
+        if result.returncode == 0:
+            return None if may_load else "accepted"
+        return one_line_error(result) or (None if str(damaged) in result.stderr else "the error does not name the file")
+
+    def truncated(cut: int) -> Callable[[], str | None]:
+        def trial() -> str | None:
+            damaged = work / f"cut{cut}.npz"
+            damaged.write_bytes(data[:cut])
+            return evaluate(damaged, may_load=False)
+        return trial
+
+    def flipped(offset: int) -> Callable[[], str | None]:
+        def trial() -> str | None:
+            damaged = work / f"flip{offset}.npz"
+            damaged.write_bytes(data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:])
+            return evaluate(damaged, may_load=True)
+        return trial
+
+    def mutated(path: tuple, value: object) -> Callable[[], str | None]:
+        def trial() -> str | None:
+            damaged = work / f"field{abs(hash((path, repr(value))))}.npz"
+            header = json.loads(json.dumps(meta))
+            node = header
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            host.save_arrays(damaged, arrays, header)
+            return evaluate(damaged, may_load=True)
+        return trial
+
+    wrong = [None, "x", -1, 0, 1e300, [], {}, [1, 2, 3], True]
+    trials: dict[str, Callable[[], str | None]] = {}
+    for _ in range(count):
+        cut = rng.randrange(len(data))
+        trials[f"cut at byte {cut:,}"] = truncated(cut)
+        offset = rng.randrange(len(data))
+        trials[f"byte {offset:,} flipped"] = flipped(offset)
+        for _ in range(3):
+            path, value = rng.choice(paths), rng.choice(wrong)
+            trials[f"{'.'.join(map(str, path))} = {json.dumps(value)}"] = mutated(path, value)
+    return list(trials.values()), list(trials)
+
+
+def _leaves(node: object, path: tuple = ()):
+    """The paths to every value in a JSON document (the history's records aside: one is enough)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(node, list) and node and path[-1:] != ("history",):
+        for i, value in enumerate(node[:3]):
+            yield from _leaves(value, (*path, i))
+    if path:
+        yield path
+
+
+def data_trials(work: Path) -> tuple[list[Callable[[], str | None]], list[str]]:
+    """Damaged or wrong data files behind ``--data-dir``: each must be one error line naming the file."""
+    images = idx.read_images(datasets.SAMPLE_DIR / "t10k-images-idx3-ubyte.gz")
+    labels = idx.read_labels(datasets.SAMPLE_DIR / "t10k-labels-idx1-ubyte.gz")
+
+    def folder(name: str, images_array=images, labels_array=labels, image_dtype: str = "uint8",
+               label_dtype: str = "uint8") -> Path:
+        where = work / f"data-{name}"
+        where.mkdir()
+        idx.write_idx(where / "t10k-images-idx3-ubyte.gz", images_array.astype(image_dtype), dtype=image_dtype)
+        idx.write_idx(where / "t10k-labels-idx1-ubyte.gz", labels_array.astype(label_dtype), dtype=label_dtype)
+        return where
+
+    def case(make: Callable[[], Path], fragment: str, dataset: str = "mnist") -> Callable[[], str | None]:
+        def trial() -> str | None:
+            where = make()
+            result = xpcnn("train", "--dataset", dataset, "--data-dir", str(where), "--split-test-set", "100",
+                           "--limit-train", "64", "--epochs", "1", "--no-progress", "--out", str(where / "run"))
+            problem, line = stops_with_one_error(result)
+            return problem or (None if fragment in line else f"the error does not say {fragment!r}: {line}")
+        return trial
+
+    def cut_short() -> Path:
+        where = folder("cut")
+        path = where / "t10k-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:5000])
+        return where
+
+    def copy_of_sample() -> Path:
+        where = work / "data-mnist-as-fashion"
+        shutil.copytree(datasets.SAMPLE_DIR, where)
+        return where
+
+    cases = {
+        "images cut short": case(cut_short, "t10k-images-idx3-ubyte.gz"),
+        "float32 images": case(lambda: folder("float", image_dtype="float32"), "t10k-images-idx3-ubyte.gz"),
+        "float32 labels": case(lambda: folder("flabels", label_dtype="float32"), "t10k-labels-idx1-ubyte.gz"),
+        "fewer labels than images": case(lambda: folder("count", labels_array=labels[:9000]), "t10k-labels-idx1"),
+        "a label out of range": case(lambda: folder("range", labels_array=np.where(labels == 3, 12, labels)),
+                                     "t10k-labels-idx1-ubyte.gz"),
+        "32x32 images": case(lambda: folder("size", images_array=np.pad(images, ((0, 0), (2, 2), (2, 2)))),
+                             "t10k-images-idx3-ubyte.gz"),
+        "no images": case(lambda: folder("empty", images_array=images[:0], labels_array=labels[:0]),
+                          "t10k-images-idx3-ubyte.gz"),
+        "MNIST's files as Fashion-MNIST": case(copy_of_sample, "mnist", dataset="fashion-mnist"),
+        "a --data-dir that does not exist": case(lambda: work / "nowhere", "nowhere"),
+    }
+    return list(cases.values()), list(cases)
+
+
+def divergence_trials(work: Path) -> tuple[list[Callable[[], str | None]], list[str]]:
+    def sgd() -> str | None:
+        out = work / "diverge-sgd"
+        result = xpcnn(*RUN, "--optimizer", "sgd", "--lr", "1e6", "--out", str(out))
+        problem, line = stops_with_one_error(result)
+        if problem is None and "diverged" not in line:
+            problem = f"not a divergence message: {line}"
+        for name in ("last.npz", "best.npz"):
+            if (out / name).exists():
+                with np.load(out / name) as archive:
+                    if not all(np.isfinite(archive[k]).all() for k in archive.files if k != "__meta__"):
+                        return f"{name} holds non-finite weights"
+        return problem
+
+    def adam() -> str | None:
+        out = work / "diverge-adam"
+        result = xpcnn(*RUN, "--lr", "1e6", "--out", str(out))
+        history = out / "history.jsonl"
+        for line in [result.stdout, *(history.read_text().splitlines() if history.exists() else [])]:
+            if line.strip():
+                json.loads(line, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+        return None if result.returncode in (0, 2) and "Traceback" not in result.stderr else result.stderr[-200:]
+
+    def huge_dense() -> str | None:
+        arrays, meta = host.load_arrays(work / "whole" / "last.npz")
+        dense = next(layer for layer in meta["model_config"]["layers"] if layer["type"] == "Dense")
+        dense["in_features"] = 10**12
+        host.save_arrays(work / "huge.npz", arrays, meta)
+        return one_line_error(xpcnn("evaluate", str(work / "huge.npz")))
+
+    return [sgd, adam, huge_dense], ["sgd --lr 1e6 (stops, nothing non-finite saved)",
+                                     "adam --lr 1e6 (strict JSON everywhere)",
+                                     "a checkpoint whose Dense layer needs 10^12 inputs"]
+
+
 def _rewound(path: Path) -> tuple[dict, dict]:
     arrays, meta = host.load_arrays(path)
     meta["trainer"]["global_step"] = 1
@@ -209,6 +374,14 @@ def main() -> int:
                   [f"{f} {v}" for f, v in flags])
         trials, names = overwrite_trials(work, work / "whole")
         table.run("output folder: links, other files, other runs", "one line, nothing overwritten", trials, names)
+        trials, names = checkpoint_trials(work, work / "whole" / "last.npz", rng, args.trials)
+        table.run("damaged checkpoint given to evaluate", "cut short, a byte flipped, a header field of the wrong "
+                  "kind: refused in one line naming the file (or read, where a flip changes nothing checked)",
+                  trials, names)
+        trials, names = data_trials(work)
+        table.run("bad data files behind --data-dir", "one error line naming the file", trials, names)
+        trials, names = divergence_trials(work)
+        table.run("divergence and resources", "a clear stop, strict JSON, one line", trials, names)
     write(args.out, table, time.time() - started, args)
     return 0 if not table.failures else 1
 
