@@ -33,3 +33,8 @@ class DataError(XpcnnError, ValueError):
 
 class CheckpointError(XpcnnError, ValueError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
+
+
+class DistributedError(XpcnnError, RuntimeError):
+    """Data-parallel training cannot start or go on: no MPI, ranks started differently, a rank that stopped
+    answering."""

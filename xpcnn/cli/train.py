@@ -49,15 +49,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", type=Path, metavar="CKPT", help="continue from a checkpoint (e.g. OUT/last.npz)")
     p.add_argument("--force", action="store_true", help="overwrite the checkpoints and history already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI job: mpiexec -n K xpcnn train --distributed ... "
+                        "(--batch-size is per rank; only rank 0 writes into --out)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "distributed", False):
+        return _run(args)
+    from xpcnn import distributed
+    comm = distributed.init()
+    return distributed.failures.run_or_abort(comm, "xpcnn train", lambda: _run(args, comm))  # one rank fails: all stop
+
+
+def _run(args: argparse.Namespace, comm: object = None) -> int:
+    main_rank = comm is None or comm.is_main  # type: ignore[attr-defined]  # prints and writes
     choose_dataset(args)
     out = args.out or Path("runs") / f"{args.model}-{args.dataset}"
-    lock = _lock_output_folder(out)  # noqa: F841 - held until this run ends, however it ends
+    lock = _lock_output_folder(out) if main_rank else None  # noqa: F841 - held until this run ends, however it ends
     existing = [name for name in OUTPUTS if (out / name).exists()]
-    if existing and not (args.resume or args.force):
+    if existing and not (args.resume or args.force) and main_rank:
         raise XpcnnError(f"{out} already holds {', '.join(existing)}; pass --resume {out / 'last.npz'} to "
                          "continue, --force to overwrite, or another --out")
     checkpoint = load_checkpoint(args.resume) if args.resume else None
@@ -89,16 +101,21 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed
     trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=seed,
                       normalization=(info.mean, info.std), progress=not args.no_progress,
-                      schedule=train_settings.build_schedule(run_settings, optimizer))
+                      schedule=train_settings.build_schedule(run_settings, optimizer), distributed=comm or False)
     trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes)}
     trainer.extra_meta["training"] = run_settings  # next to the optimizer's; --resume takes them back
     stopper = train_settings.build_early_stopping(run_settings)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         if trainer.epoch >= args.epochs:
-            print(f"{args.resume} has finished {trainer.epoch} epoch(s), so --epochs {args.epochs} leaves nothing "
-                  f"to train; pass --epochs {trainer.epoch + 1} or more to continue", file=sys.stderr)
+            if main_rank:
+                print(f"{args.resume} has finished {trainer.epoch} epoch(s), so --epochs {args.epochs} leaves "
+                      f"nothing to train; pass --epochs {trainer.epoch + 1} or more to continue", file=sys.stderr)
             return 0
+    if not main_rank:
+        trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size, verbose=0)
+        trainer.evaluate(test)  # its collectives: rank 0 reports
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     if args.force and not args.resume:
         for name in OUTPUTS:
