@@ -36,7 +36,7 @@ class NotParallel:
     def device(self, device: Any) -> Any:
         return device
 
-    def start(self, trainer: Any, count: int, batch_size: int) -> None:
+    def start(self, trainer: Any, count: int, batch_size: int, verbose: int = 0) -> None:
         """Nothing to check or broadcast."""
 
     def average_gradients(self) -> None:
@@ -81,12 +81,12 @@ class DataParallel:
         return self.comm.for_placement(self.model.placement)
 
     # -- start of fit -----------------------------------------------------------------------------
-    def start(self, trainer: Any, count: int, batch_size: int) -> None:
+    def start(self, trainer: Any, count: int, batch_size: int, verbose: int = 0) -> None:
         """Stop every rank with one line naming the ranks whose configuration differs from rank 0's; then give
-        every rank rank 0's weights, buffers and optimizer state. Prints the global batch on rank 0."""
+        every rank rank 0's weights, buffers and optimizer state. Prints the global batch on rank 0 (if verbose)."""
         check_same_config(self.comm, config_of(trainer, count, batch_size))
         self.broadcast_state(trainer.optimizer)
-        if self.is_main and trainer.progress:
+        if self.is_main and verbose:
             print(f"data-parallel on {self.size} ranks ({self.engine.engine}): batch {batch_size} per rank, global "
                   f"batch {batch_size * self.size}; learning rate as given (not rescaled)", file=sys.stderr,
                   flush=True)

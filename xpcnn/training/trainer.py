@@ -184,7 +184,7 @@ class Trainer:
         data = self._checked_data(train, "training labels")
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
-        self.parallel.start(self, data.count, batch_size)  # same configuration everywhere; rank 0's weights
+        self.parallel.start(self, data.count, batch_size, verbose)  # same configuration everywhere; rank 0's weights
         self.stop_training = False
         for callback in callbacks:
             if hasattr(callback, "on_train_begin"):  # callbacks may be duck-typed, without the newer hook
