@@ -186,3 +186,15 @@ def test_ranks_started_differently_stop_before_the_first_step(once: None, tmp_pa
     assert done.returncode != 0 and seconds < 30
     lines = [line for line in done.stderr.splitlines() if "another configuration" in line]
     assert len(lines) == 1 and lines[0].startswith("case: error: rank 1 of 2 started with another configuration")
+
+
+def test_cli_error_on_rank_0_is_one_line_and_stops_every_rank(once: None, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.npz").write_bytes(b"not overwritten")
+    done, seconds = run_job(["-m", "xpcnn.cli.main", "train", "--distributed", "--dataset", "mnist-sample",
+                             "--limit-train", "64", "--epochs", "1", "--out", str(out), "--no-progress"], timeout=120)
+    assert done.returncode != 0 and seconds < 60
+    lines = [line for line in done.stderr.splitlines() if "already holds" in line]
+    assert len(lines) == 1 and lines[0].startswith("xpcnn train: error: rank 0 of 2: ")
+    assert "Traceback" not in done.stderr and (out / "last.npz").read_bytes() == b"not overwritten"

@@ -23,8 +23,8 @@ from xpcnn.errors import DistributedError
 _PING, _PONG = 1, 2
 _PING_EVERY_S = 0.2     # how often a waiting rank looks for "are you there?" messages
 _PONG_WAIT_S = 3.0      # how long a rank that timed out waits for answers before it aborts
-_QUIET_ABORT_S = 2.0
-_FORWARD_S = 0.5        # the pause between printing the reason and aborting    # ranks that do not print wait this long, so that the one that prints is seen first
+_QUIET_ABORT_S = 2.0    # ranks that do not print wait this long, so that the one that prints is seen first
+_FORWARD_S = 0.5        # the pause between printing the reason and aborting: mpiexec forwards the reason
 
 
 class MpiCommunicator(Communicator):

@@ -32,8 +32,18 @@ def nccl_or_none(mpi: Any, placement: Any) -> Communicator | None:
         return None
     uid = bytes(nccl.get_unique_id()) if mpi.is_main else bytes(128)
     uid = mpi.broadcast(np.frombuffer(uid, dtype=np.uint8).copy()).tobytes()
-    with placement.device:
-        return NcclCommunicator(nccl, mpi, tuple(uid), placement)
+    try:
+        with placement.device:
+            fast: Communicator | None = NcclCommunicator(nccl, mpi, tuple(uid), placement)
+    except Exception as exc:  # noqa: BLE001 - e.g. two ranks on one GPU: NCCL refuses, MPI carries on
+        fast, reason = None, f"{type(exc).__name__}: {exc}"
+    started = -int(mpi.allreduce(-np.array([int(fast is not None)], dtype=np.int32), op="max")[0])
+    if not started:
+        if mpi.is_main:
+            print(f"xpcnn: NCCL did not start on every rank ({reason if fast is None else 'on another rank'}); "
+                  "CuPy gradients go through host memory and MPI", file=sys.stderr, flush=True)
+        return None
+    return fast
 
 
 class NcclCommunicator(Communicator):
