@@ -3,7 +3,8 @@ scaling to 8-64 ranks over 10 and 100 Gbit/s networks worked out from those meas
 
     python bench/distributed.py [--models seed-deep mnist-cnn] [--batch-size 32] [--steps 30] [--out bench/results]
 
-Each configuration is one ``mpiexec -n K`` job (K = 1, 2; one NumPy thread per rank: XPCNN_NUM_THREADS=1)
+Each configuration is one ``mpiexec -n K`` job (K = 1, 2; one thread per rank: XPCNN_NUM_THREADS=1 and
+OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1, without which each rank's BLAS threads fought for the cores: 3-7x slower)
 that runs the trainer's own hooks (:class:`xpcnn.distributed.data_parallel.DataParallel`) on synthetic
 MNIST-shaped data: warm-up steps (numba compiles), then ``--steps`` timed steps of forward, backward,
 gradient averaging (timed apart) and Adam. A second job times bare allreduces of 4 KiB to 16 MiB.
@@ -76,7 +77,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def job(ranks: int, what: str, args: argparse.Namespace) -> list[dict]:
     mpiexec = Path(sys.executable).parent / "mpiexec"
-    env = {**os.environ, "XPCNN_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    env = {**os.environ, "XPCNN_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT), "OMPI_ALLOW_RUN_AS_ROOT": "1",
            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     done = subprocess.run([str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks), sys.executable, __file__,
                            "--worker", what, "--batch-size", str(args.batch_size), "--steps", str(args.steps)],
@@ -119,8 +121,12 @@ def main() -> None:
     train = {(r["model"], r["ranks"]): r for r in records if r["kind"] == "train"}
     lines = [f"# Data-parallel scaling ({datetime.date.today()}, {socket.gethostname()}, {os.cpu_count()} cores)", "",
              f"Command: `python bench/distributed.py --models {' '.join(args.models)} --batch-size {args.batch_size} "
-             f"--steps {args.steps}`; MPI: the mpich wheel, loopback; one NumPy thread per rank. The machine is "
-             "shared with other jobs: the numbers are noisy.", "",
+             f"--steps {args.steps}`; MPI: the mpich wheel, loopback; one thread per rank (XPCNN_NUM_THREADS=1, "
+             "OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1). The 2 cores are shared with other jobs (load average "
+             f"{os.getloadavg()[0]:.1f} at the end): the numbers are noisy, and 2 ranks cannot have 2 whole cores, "
+             "so the 2-rank efficiency here is a floor, not the engine's cost: that is the allreduce column. "
+             "The allreduce column in training includes waiting for the slower rank; the bare allreduce table "
+             "below is the transfer alone.", "",
              "| model | ranks | batch/rank | img/s | efficiency | step ms | allreduce ms | gradient bytes |",
              "|---|---|---|---|---|---|---|---|"]
     for (model, ranks), r in sorted(train.items()):

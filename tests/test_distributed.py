@@ -126,7 +126,8 @@ def once(accelerator: str) -> None:
 
 
 def run_job(args: list[str], timeout: float = 300, **env: str) -> tuple[subprocess.CompletedProcess, float]:
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "XPCNN_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "XPCNN_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
                "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", **env}
     started = time.monotonic()
     done = subprocess.run([*mpiexec(), sys.executable, *args], capture_output=True, text=True, timeout=timeout,

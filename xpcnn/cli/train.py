@@ -58,9 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not getattr(args, "distributed", False):
         return _run(args)
-    from xpcnn import distributed
-    comm = distributed.init()
-    return distributed.failures.run_or_abort(comm, "xpcnn train", lambda: _run(args, comm))  # one rank fails: all stop
+    from xpcnn.distributed import init
+    from xpcnn.distributed.failures import run_or_abort
+    comm = init()
+    return run_or_abort(comm, "xpcnn train", lambda: _run(args, comm))  # one rank fails: every rank stops
 
 
 def _run(args: argparse.Namespace, comm: object = None) -> int:
