@@ -139,7 +139,8 @@ def main() -> None:
     lines += [f"| {r['bytes']:,} | {1e3 * r['seconds']:.3f} | {r['bytes'] / r['seconds'] / 1e9:.2f} |"
               for r in records if r["kind"] == "allreduce"]
     lines += ["", "## Expected scaling to 8-64 ranks", "",
-              "Per step, one rank computes for the 1-rank step time measured above (its batch stays the same: batch "
+              "Per step, one rank computes for the 1-rank step time measured above (packing the gradients included; "
+              "its batch stays the same: batch "
               "is per rank), then a ring allreduce moves 2(K-1)/K of the gradient bytes through each rank's link "
               "and takes 2(K-1) latency-bound hops (30 us each on 10 Gbit/s TCP, 5 us on 100 Gbit/s RDMA; assumed, "
               "not measured). xpcnn averages gradients after the whole backward pass (no overlap), so step = compute "

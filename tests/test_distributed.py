@@ -83,6 +83,28 @@ def test_a_world_of_one_trains_as_one_process() -> None:
     assert s1["world_size"] == s2["world_size"] == 1
 
 
+class SecondRank(LocalCommunicator):
+    """Rank 1 of 2 in one process: collectives return their input (rank 0's, as if broadcast)."""
+
+    rank, size = 1, 2
+
+
+def test_each_rank_draws_its_own_dropout_masks() -> None:
+    from xpcnn.layers import Dropout
+    seeds = []
+    for comm in (LocalCommunicator(), SecondRank(), SecondRank()):
+        model = xpcnn.Sequential([Dropout(0.5, seed=11), *_small().layers])
+        trainer = xpcnn.Trainer(model, xpcnn.optim.SGD(model, lr=0.1), progress=False, distributed=comm)
+        split = Split(np.zeros((8, 8, 8), dtype=np.uint8), np.zeros(8, dtype=np.int64))
+        trainer.parallel.start(trainer, 8, 4)
+        trainer.parallel.start(trainer, 8, 4)  # a second fit derives nothing more
+        seeds.append(model.layers[0].seed)
+        model.layers[0].seed = 11  # as restore() sets rank 0's seed: derived again, the same way
+        trainer.parallel.start(trainer, len(split), 4)
+        assert model.layers[0].seed == seeds[-1]
+    assert seeds[0] == 11 and seeds[1] == seeds[2] != 11
+
+
 def test_distributed_argument_is_checked() -> None:
     with pytest.raises(TypeError, match="distributed must be True, False or"):
         xpcnn.Trainer(_small(), distributed="mpi")

@@ -8,6 +8,7 @@
 - :meth:`DataParallel.sum` (end of epoch, evaluation): metric sums over the ranks.
 - :meth:`DataParallel.end_epoch`: running statistics (BatchNorm's buffers) averaged over the ranks. In
   training, BatchNorm normalizes with each rank's own batch statistics (no synchronized BatchNorm).
+- :meth:`DataParallel.own_dropout_streams`: each rank draws its own dropout masks.
 
 :class:`NotParallel` does nothing, so the trainer calls the same lines in one process.
 """
@@ -86,6 +87,7 @@ class DataParallel:
         every rank rank 0's weights, buffers and optimizer state. Prints the global batch on rank 0 (if verbose)."""
         check_same_config(self.comm, config_of(trainer, count, batch_size))
         self.broadcast_state(trainer.optimizer)
+        self.own_dropout_streams()
         if self.is_main and verbose:
             print(f"data-parallel on {self.size} ranks ({self.engine.engine}): batch {batch_size} per rank, global "
                   f"batch {batch_size * self.size}; learning rate as given (not rescaled)", file=sys.stderr,
@@ -103,6 +105,17 @@ class DataParallel:
         for group in _by_dtype(stores).values():
             packed = self.engine.broadcast(_pack(self.model.placement.xp, [store[name] for store, name in group]))
             _unpack(self.model.placement.xp, packed, group)
+
+    def own_dropout_streams(self) -> None:
+        """Each rank draws its own dropout masks: ranks other than 0 derive their layers' seeds from rank 0's
+        and their rank (again after a restore, which sets rank 0's); rank 0 keeps its seeds, so its checkpoints
+        hold the seeds a resumed run derives from. The masks' count (``draws``) is the same on every rank."""
+        if self.rank == 0:
+            return
+        for layer in self.model.layers:
+            if hasattr(layer, "draws") and getattr(layer, "_rank_seed", None) != layer.seed:
+                mixed = hashlib.sha256(f"{layer.seed}/{self.rank}".encode()).digest()
+                layer.seed = layer._rank_seed = int.from_bytes(mixed[:4], "little")
 
     # -- each step --------------------------------------------------------------------------------
     def average_gradients(self) -> None:
