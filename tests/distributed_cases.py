@@ -1,7 +1,7 @@
 """What each rank runs in tests/test_distributed.py: ``mpiexec -n 2 python tests/distributed_cases.py CASE OUT``.
 
-Cases: ``step`` (one data-parallel step against one process with the global batch, float64; rank 0 writes
-OUT/step.json), ``raise``, ``kill`` and ``hang`` (rank 1 raises, is killed, or stops at its third step) and
+Cases: ``step [BACKEND]`` (two data-parallel steps against one process with the global batch, float64;
+rank 0 writes OUT/step.json), ``raise``, ``kill`` and ``hang`` (rank 1 raises, is killed, or stops at its third step) and
 ``mismatch`` (rank 1 is started with another batch size).
 """
 
@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 
 import xpcnn
+from xpcnn.backend import to_numpy
 from xpcnn.data.datasets import Split
 from xpcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 B = 8  # images per rank and step
 
 
-def build(seed: int) -> xpcnn.Sequential:
+def build(seed: int, backend: str = "numpy") -> xpcnn.Sequential:
     model = xpcnn.Sequential([Conv2D(1, 4, 3, seed=(seed, 0)), ReLU(), MaxPool2D(2), Flatten(),
                               Dense(4 * 5 * 5, 10, seed=(seed, 1))])
-    return model.to("cpu", dtype="float64")
+    return model.to("cpu", backend=backend, dtype="float64")
 
 
 def data(count: int) -> Split:
@@ -34,27 +35,27 @@ def data(count: int) -> Split:
 
 
 def trainer(model: xpcnn.Sequential, distributed: object) -> xpcnn.Trainer:
-    return xpcnn.Trainer(model, xpcnn.optim.SGD(model, lr=0.1, momentum=0.9), seed=3, progress=False,
-                         distributed=distributed)
+    return xpcnn.Trainer(model, xpcnn.optim.SGD(model, lr=0.1, momentum=0.9), backend=model.placement.backend,
+                         seed=3, progress=False, distributed=distributed)
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def step(out: Path) -> None:
+def step(out: Path, backend: str) -> None:
     comm = xpcnn.distributed.init()
     split = data(2 * B * comm.size)  # two steps: the second starts from averaged, broadcast-equal weights
-    parallel = trainer(build(seed=comm.rank), True)  # rank 1's own initial weights: rank 0's are broadcast
+    parallel = trainer(build(comm.rank, backend), True)  # rank 1's own initial weights: rank 0's are broadcast
     parallel.fit(split, epochs=1, batch_size=B, verbose=0)
     if comm.rank != 0:
         return
-    single = trainer(build(seed=0), False)
+    single = trainer(build(0, backend), False)
     single.fit(split, epochs=1, batch_size=B * comm.size, verbose=0)
     report = {"steps": parallel.global_step, "single_steps": single.global_step}
     for (key, layer, name), (_, other, _) in zip(parallel.model.named_parameters(), single.model.named_parameters()):
-        report[f"grad {key}"] = relative(np.asarray(layer.grads[name]), np.asarray(other.grads[name]))
-        report[f"weight {key}"] = relative(np.asarray(layer.params[name]), np.asarray(other.params[name]))
+        report[f"grad {key}"] = relative(to_numpy(layer.grads[name]), to_numpy(other.grads[name]))
+        report[f"weight {key}"] = relative(to_numpy(layer.params[name]), to_numpy(other.params[name]))
     report["loss"] = [parallel.history[0]["loss"], single.history[0]["loss"]]
     (out / "step.json").write_text(json.dumps(report))
 
@@ -87,7 +88,7 @@ def mismatch() -> None:
 if __name__ == "__main__":
     case, out = sys.argv[1], Path(sys.argv[2])
     if case == "step":
-        step(out)
+        step(out, sys.argv[3] if len(sys.argv) > 3 else "numpy")
     elif case == "mismatch":
         mismatch()
     else:

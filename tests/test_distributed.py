@@ -160,8 +160,12 @@ def run_job(args: list[str], timeout: float = 300, **env: str) -> tuple[subproce
 CASES = str(ROOT / "tests" / "distributed_cases.py")
 
 
-def test_one_step_on_two_ranks_equals_one_process_with_twice_the_batch(once: None, tmp_path: Path) -> None:
-    done, _ = run_job([CASES, "step", str(tmp_path)])
+@pytest.mark.parametrize("array_library", ["numpy", "torch"])  # torch: gradients staged through host memory
+def test_one_step_on_two_ranks_equals_one_process_with_twice_the_batch(once: None, tmp_path: Path,
+                                                                        array_library: str) -> None:
+    if array_library != "numpy":
+        pytest.importorskip(array_library)
+    done, _ = run_job([CASES, "step", str(tmp_path), array_library])
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "step.json").read_text())
     assert report["steps"] == report["single_steps"] == 2
