@@ -9,6 +9,7 @@
     nox -s backends                     # every backend: the full table + chart under bench/results/
     nox -s scaling                      # cost vs batch size and image size, with peak memory
     nox -s gpu_check -- OUTDIR          # issue 15's CUDA proof (bench/gpu_check.sh; --dry-run on a CPU machine)
+    nox -s distributed                  # data-parallel training: 2-rank MPI jobs on loopback (mpiexec -n 2)
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def tests_cupy(session: nox.Session, cuda: str) -> None:
         session.skip("no CUDA device")
     install(session, "test", cuda)
     session.run("python", "-m", "pytest", *session.posargs, env={"XPCNN_TEST_BACKENDS": "cupy,torch-cuda"})
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """Data-parallel training on mpi4py and MPICH's wheel: tests/test_distributed.py, whose jobs run under
+    `mpiexec -n 2` on loopback (as root under Open MPI they pass its allow-run-as-root and oversubscribe switches)."""
+    install(session, "test", "distributed")
+    session.run("python", "-m", "pytest", "tests/test_distributed.py", *session.posargs,
+                env={"XPCNN_TEST_ACCEL": "threads2"})
 
 
 @nox.session

@@ -1,5 +1,6 @@
-"""The layering: only xpcnn.backend and xpcnn.kernels import array libraries, only xpcnn.kernels imports
-numba or threadpoolctl; everything else stays generic."""
+"""The layering: only xpcnn.backend, xpcnn.kernels and xpcnn.distributed (host buffers for MPI, CuPy's NCCL)
+import array libraries, only xpcnn.kernels imports numba or threadpoolctl, only xpcnn.distributed imports mpi4py
+(and only when distributed training is asked for); everything else stays generic."""
 
 from __future__ import annotations
 
@@ -37,7 +38,15 @@ def offenders(forbidden: set[str], allowed_under: set[str]) -> dict[str, list[st
 
 
 def test_only_backend_and_kernels_import_array_libraries() -> None:
-    assert offenders(ARRAY_LIBRARIES, {"backend", "kernels"}) == {}
+    assert offenders(ARRAY_LIBRARIES, {"backend", "kernels", "distributed"}) == {}
+
+
+def test_only_distributed_imports_mpi4py_and_not_on_import() -> None:
+    assert offenders({"mpi4py"}, {"distributed"}) == {}
+    for path in (PACKAGE / "distributed").glob("*.py"):  # inside functions only: MPI starts when asked for
+        body = ast.parse(path.read_text()).body
+        top_level = [node for node in body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert not any("mpi4py" in ast.dump(node) or "cupy" in ast.dump(node) for node in top_level), path
 
 
 def test_only_kernels_import_numba_or_threadpoolctl() -> None:

@@ -201,7 +201,7 @@ def _trainer(value: Any, field: str) -> None:
     _section(value, field, {"epoch": NON_NEGATIVE_INT, "batch_in_epoch": NON_NEGATIVE_INT,
                             "global_step": NON_NEGATIVE_INT, "seed": INT},
              {"normalization": optional(NORMALIZATION), "dropout_streams": _dropout_streams,
-              "epoch_progress": _epoch_progress})
+              "epoch_progress": _epoch_progress, "world_size": POSITIVE_INT})
 
 
 def _run(value: Any, field: str) -> None:

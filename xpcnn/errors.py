@@ -50,3 +50,8 @@ class XpcnnWarning(UserWarning):
 
 class DataWarning(XpcnnWarning):
     """A data file or image is unusual (a dataset file with an unknown checksum, a blank image)."""
+
+
+class DistributedError(XpcnnError, RuntimeError):
+    """Data-parallel training cannot start or go on: no MPI, ranks started differently, a rank that stopped
+    answering."""

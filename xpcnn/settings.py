@@ -11,6 +11,8 @@ The environment is read the first time a setting is needed, never again and neve
   accelerated kernel (:mod:`xpcnn.kernels`).
 - ``XPCNN_NUM_THREADS=N``: worker threads of the NumPy kernels (``1``: none); default: the usable cores.
 - ``XPCNN_CACHE_DIR``: where generated kernels are cached (default ``~/.cache/xpcnn/kernels``).
+- ``XPCNN_DISTRIBUTED_TIMEOUT=S``: in data-parallel training, how many seconds a rank waits in one
+  collective (an allreduce of gradients, a broadcast) for the other ranks before it aborts the job.
 
 The other fields are tuning thresholds of the NumPy kernels, measured on NumPy
 (``bench/results/optimization-log.md``); tests and benchmarks override them in a scope. An override
@@ -53,6 +55,9 @@ class Settings:
     #: Matrix products (a dense layer's, a convolution's GEMM chunks) of at least this many FLOPs are split
     #: over the worker threads (below it one thread measured faster: bench/results/2026-11-29-vm-session7.md).
     split_min_matmul_flops: int = 50_000_000
+    #: Data-parallel training: seconds a rank waits in one collective for the others before aborting the job
+    #: (the first step's includes every rank's kernel compilation, so keep it well above a minute).
+    distributed_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         """Raise TypeError/ValueError, naming the field, for a value of the wrong kind or out of range."""
@@ -63,6 +68,9 @@ class Settings:
                              f"or None for the usable cores; got {self.num_threads!r}")
         if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be a folder path or None, got {self.cache_dir!r}")
+        timeout = self.distributed_timeout
+        if type(timeout) not in (int, float) or not timeout > 0 or timeout != timeout:
+            raise ValueError(f"distributed_timeout must be a positive number of seconds, got {timeout!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.type == "int" and (type(value) is not int or value < 0):
@@ -97,6 +105,12 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             raise ValueError(f"XPCNN_NUM_THREADS must be at least 1, got {count}: set 1 to turn the worker "
                              "threads off, or unset it to use the usable cores")
         changes["num_threads"] = count
+    if timeout := env.get("XPCNN_DISTRIBUTED_TIMEOUT", "").strip():
+        try:
+            changes["distributed_timeout"] = float(timeout)
+        except ValueError:
+            raise ValueError(f"XPCNN_DISTRIBUTED_TIMEOUT must be a number of seconds, got {timeout!r}: set it to "
+                             "e.g. 600, or unset it for the default") from None
     if folder := env.get("XPCNN_CACHE_DIR"):
         changes["cache_dir"] = Path(folder)
     return Settings(**changes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from xpcnn import models, optim, strict_json
 from xpcnn.checkpoint import load_checkpoint
@@ -50,10 +51,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="start afresh in an --out that holds another run's files (they are deleted)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI job: mpiexec -n K xpcnn train --distributed ... "
+                        "(--batch-size is per rank; only rank 0 writes into --out)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "distributed", False):
+        return _run(args)
+    from xpcnn.distributed import init
+    from xpcnn.distributed.failures import run_or_abort
+    comm = init()
+    return run_or_abort(comm, "xpcnn train", lambda: _run(args, comm))  # one rank fails: every rank stops
+
+
+def _run(args: argparse.Namespace, comm: object = None) -> int:
+    main_rank = comm is None or comm.is_main  # type: ignore[attr-defined]  # prints and writes
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         config, notes = run_config.resumed_run(args, checkpoint)
@@ -62,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         choose_dataset(args)
         out = args.out or Path("runs") / f"{args.model or run_config.FLAGS['model'][1]}-{args.dataset}"
         config, notes = run_config.new_run(args, out), []
-    lock = _lock_output_folder(out)  # noqa: F841 - held until this run ends, however it ends
-    outputs.prepare(out, resume_from=checkpoint, force=args.force)
+    lock = _lock_output_folder(out) if main_rank else None  # noqa: F841 - held until the run ends, however it ends
+    if main_rank:
+        outputs.prepare(out, resume_from=checkpoint, force=args.force)
     train, test = load_splits(args)
     if args.limit_train:
         train = train.take(0, args.limit_train)
@@ -92,26 +107,33 @@ def run(args: argparse.Namespace) -> int:
     config["out"] = str(out.resolve())
     trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=args.seed,
                       normalization=(info.mean, info.std), progress=not args.no_progress,
-                      schedule=train_settings.build_schedule(run_settings, optimizer))
+                      schedule=train_settings.build_schedule(run_settings, optimizer), distributed=comm or False)
     trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes), "run": config,
                           "training": run_settings}  # next to the optimizer's; --resume takes them back
     stopper = train_settings.build_early_stopping(run_settings)
     if checkpoint is not None:
         trainer.restore(checkpoint)
-        outputs.adopt(out, checkpoint)  # repairs a history that a kill cut short, even if nothing is left to do
+        if main_rank:
+            outputs.adopt(out, checkpoint)  # repairs a history that a kill cut short, even if nothing is left to do
         if trainer.epoch >= args.epochs:
-            more = (f"pass --epochs {trainer.epoch + 1} or more to train on" if run_settings["schedule"] != "cosine"
-                    else "its cosine schedule has reached 0, so it cannot train on: start a new run to train longer")
-            print(f"nothing to do: the run in {args.resume} has finished {trainer.epoch} of its {args.epochs} "
-                  f"epoch(s); {more}", file=sys.stderr)
+            if main_rank:
+                more = (f"pass --epochs {trainer.epoch + 1} or more to train on"
+                        if run_settings["schedule"] != "cosine" else
+                        "its cosine schedule has reached 0, so it cannot train on: start a new run to train longer")
+                print(f"nothing to do: the run in {args.resume} has finished {trainer.epoch} of its {args.epochs} "
+                      f"epoch(s); {more}", file=sys.stderr)
             return 0
+    if not main_rank:
+        trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size, verbose=0)
+        trainer.evaluate(test)  # its collectives: rank 0 reports
+        return 0
     for note in notes:
         print(note, file=sys.stderr)
     resumed = f", resumed at epoch {trainer.epoch + 1}" + (f" batch {trainer.batch_in_epoch + 1}"
                                                            if trainer.batch_in_epoch else "") if checkpoint else ""
     print(f"training {model.name or args.model} on {args.dataset} ({len(train)} train / {len(test)} test images) "
           f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}"
-          f"{train_settings.describe(run_settings, optimizer)}, batch size {args.batch_size}, into {out}{resumed}",
+          f"{train_settings.describe(run_settings, optimizer)}, {_batch(args.batch_size, comm)}, into {out}{resumed}",
           file=sys.stderr)
     epochs_before = trainer.epoch
     try:
@@ -139,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(written)} in {out}" + ("" if plots.matplotlib_available() else
           "; for PNG plots: pip install 'xpcnn[plots]'"), file=sys.stderr)
     return 0
+
+
+def _batch(size: int, comm: Any) -> str:
+    """``batch size 32``, or in a data-parallel run ``batch size 32 per rank x 4 ranks = 128 global``."""
+    ranks = getattr(comm, "size", 1)
+    return f"batch size {size}" + (f" per rank x {ranks} ranks = {size * ranks} global" if ranks > 1 else "")
 
 
 def _lock_output_folder(out: Path) -> object:

@@ -8,6 +8,7 @@ from typing import Any
 from xpcnn import backend as B
 from xpcnn.backend import host
 from xpcnn.data.datasets import Split
+from xpcnn.distributed.sharding import Shard, num_steps, shard_batches
 from xpcnn.errors import ShapeError
 
 #: Datasets up to this size (float32 bytes) are moved to the device once, not batch by batch.
@@ -71,13 +72,20 @@ class DeviceData:
         return (B.from_numpy(host.xp.astype(x, getattr(host.xp, self.dtype)), self.placement),
                 B.from_numpy(self.split.labels[indices], self.placement))
 
-    def batches(self, batch_size: int, shuffle_seed: tuple[int, ...] | None = None, start: int = 0
-                ) -> Iterator[tuple[Any, Any]]:
-        """Yield batches from batch number ``start``; shuffled by the seeded permutation if a seed is given."""
+    def batches(self, batch_size: int, shuffle_seed: tuple[int, ...] | None = None, start: int = 0,
+                shard: Shard | None = None) -> Iterator[tuple[Any, Any]]:
+        """Yield batches from batch number ``start``; shuffled by the seeded permutation if a seed is given.
+
+        ``shard``: only this rank's part of each global batch, as :mod:`xpcnn.distributed.sharding` says."""
+        for indices in self.batch_indices(batch_size, shuffle_seed, start, shard):
+            yield self.batch(indices)
+
+    def batch_indices(self, batch_size: int, shuffle_seed: tuple[int, ...] | None = None, start: int = 0,
+                      shard: Shard | None = None) -> Iterator[host.ndarray]:
+        """The host index arrays of :meth:`batches`."""
         order = (B.random.permutation_host(self.count, *shuffle_seed) if shuffle_seed is not None
                  else host.xp.arange(self.count))
-        for first in range(start * batch_size, self.count, batch_size):
-            yield self.batch(order[first:first + batch_size])
+        return shard_batches(order, batch_size, shard, start)
 
-    def num_batches(self, batch_size: int) -> int:
-        return -(-self.count // batch_size)
+    def num_batches(self, batch_size: int, shard: Shard | None = None) -> int:
+        return num_steps(self.count, batch_size, shard)

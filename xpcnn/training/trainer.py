@@ -16,6 +16,7 @@ from xpcnn.backend import host
 from xpcnn.checkpoint import Checkpoint, save_checkpoint
 from xpcnn.data.batches import DeviceData, image_shape
 from xpcnn.data.datasets import Split, dataset_info
+from xpcnn.distributed.data_parallel import data_parallel
 from xpcnn.errors import DataError, ShapeError, XpcnnError
 from xpcnn.kernels import compile_seconds
 from xpcnn.losses import SoftmaxCrossEntropy, check_labels
@@ -93,6 +94,7 @@ class TrainingDiverged(XpcnnError, RuntimeError):
     def __init__(self, message: str, epoch: int, step: int, loss: float) -> None:
         super().__init__(message)
         self.epoch, self.step, self.loss = epoch, step, loss
+        self.every_rank = True  # data-parallel ranks share their gradients, so they diverge together: one report
 
 
 class Trainer:
@@ -107,15 +109,25 @@ class Trainer:
     (``split.dataset``, as :func:`xpcnn.data.datasets.load` sets it: Fashion-MNIST's for Fashion-MNIST), else
     MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins. ``fit`` records the pair in
     ``model.normalization`` and checkpoints record it too. ``progress=False`` makes :meth:`fit` silent by default.
+
+    ``distributed=True`` (or an :mod:`xpcnn.distributed` communicator) trains data-parallel over the ranks of an
+    MPI job (``mpiexec -n K python ...``): ``batch_size`` is per rank (the global batch is K times it, the
+    learning rate is not rescaled), :meth:`fit` starts from rank 0's weights and optimizer state, each rank
+    trains on its shard of every epoch's shared permutation (:mod:`xpcnn.distributed.sharding`: the last
+    ``N % K`` images of it are left out) and gradients are averaged over the ranks after each backward pass.
+    Metrics are summed over the ranks; only rank 0 prints and runs the callbacks (so only rank 0 writes files).
+    Raises :class:`~xpcnn.errors.DistributedError` without mpi4py, or, at the start of :meth:`fit`, when the
+    ranks were started with different configurations.
     """
 
     def __init__(self, model: Sequential, optimizer: Optimizer | None = None, loss: SoftmaxCrossEntropy | None = None,
                  device: Any = "cpu", backend: str | None = None, seed: int = 0,
                  normalization: tuple[float, float] | None = None, schedule: Any = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, distributed: Any = False) -> None:
         if normalization is not None:
             normalization = _checked_normalization(normalization)
-        self.model = model.to(device, backend)
+        self.parallel = data_parallel(distributed, model)  # one process: every hook does nothing
+        self.model = model.to(self.parallel.device(device), backend)  # "cuda": one GPU per rank of a machine
         self.placement = self.model.placement
         self.optimizer = optimizer
         if optimizer is not None:
@@ -216,7 +228,7 @@ class Trainer:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0 (silent), 1 (progress bar and epoch lines) or 2 (epoch lines), "
                              f"got {verbose!r}")
-        callbacks = list(callbacks)
+        callbacks, verbose = (list(callbacks), verbose) if self.parallel.is_main else ([], 0)  # rank 0 reports
         self.normalization = self._normalization(train)  # chosen once: evaluation uses the training constants
         self.model.normalization = self.normalization
         self._checked_shapes(train)
@@ -226,6 +238,7 @@ class Trainer:
         data = self._checked_data(train, "training labels")
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
+        self.parallel.start(self, data.count, batch_size, verbose)  # same configuration everywhere; rank 0's weights
         self.stop_training = False
         for callback in callbacks:
             if hasattr(callback, "on_train_begin"):  # callbacks may be duck-typed, without the newer hook
@@ -258,11 +271,12 @@ class Trainer:
             self.history.append(record)
             for callback in callbacks:
                 callback.on_epoch_end(self, record)
+            self.stop_training = self.parallel.agree(self.stop_training)  # rank 0's callbacks decide
             self._interrupt_point()
 
     def _train_epoch(self, data: DeviceData, batch_size: int, epochs: int, show_bar: bool = True) -> dict[str, Any]:
         model, xp = self.model.train(), self.placement.xp
-        total = data.num_batches(batch_size)
+        total, shard = data.num_batches(batch_size, self.parallel.shard), self.parallel.shard
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
                    unit="batch", disable=not show_bar, dynamic_ncols=True, leave=False, bar_format=BAR_FORMAT,
                    file=sys.stderr)  # the epoch line replaces the bar when the epoch ends
@@ -271,10 +285,12 @@ class Trainer:
         unread: list[Any] = []  # the steps' losses since the running loss was last read: to name the bad step
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
         try:
-            for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
+            for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch,
+                                         shard=shard):
                 logits = model.forward(x)
                 value = self.loss.forward(logits, y)
                 model.backward(self.loss.backward(), need_input_grad=False)
+                self.parallel.average_gradients()  # data-parallel: the mean over the ranks, one allreduce per dtype
                 self.optimizer.step()
                 n = y.shape[0]
                 hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int32))  # int32: JAX's default width
@@ -294,15 +310,19 @@ class Trainer:
                     self._check_loss(running, unread, total)
                     unread = []
                     if show_bar:
-                        bar.set_postfix_str(bar_postfix(
-                            running, int(correct) / seen,
-                            seen / max(now - started - (compile_seconds() - compiled_before), 1e-9)))
+                        busy = now - started - (compile_seconds() - compiled_before)
+                        bar.set_postfix_str(bar_postfix(running, int(correct) / seen,
+                                                        seen * self.parallel.size / max(busy, 1e-9)))
             elapsed = time.perf_counter() - started - (compile_seconds() - compiled_before)
+            if seen:
+                self._check_loss(float(loss_sum) / seen, unread, total)
+            loss_sum, correct, seen = self.parallel.sum(host.xp.asarray(  # over the ranks
+                [float(loss_sum) if seen else 0.0, int(correct) if seen else 0, seen], dtype=host.xp.float64))
+            self.parallel.end_epoch()  # BatchNorm's running statistics: the mean over the ranks
             record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / seen if seen else float("nan"),
                       "accuracy": int(correct) / seen if seen else float("nan"),
                       "images_per_s": seen / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
             if seen:
-                self._check_loss(record["loss"], unread, total)
                 self._check_state(record["loss"], total)
             bar.set_postfix_str(bar_postfix(record["loss"], record["accuracy"], record["images_per_s"]))
         finally:
@@ -317,7 +337,7 @@ class Trainer:
         :meth:`state_meta` saved them (in the dtypes they had, so the epoch's metrics come out as in an
         uninterrupted run); zeros for a fresh epoch."""
         saved, self._saved_totals = self._saved_totals, None
-        if not saved or not self.batch_in_epoch:
+        if not saved or not self.batch_in_epoch or self.parallel.size > 1:  # rank 0's sums alone: not the epoch's
             return None, None, 0, 0.0
         loss_sum = xp.asarray(float(saved["loss_sum"]), dtype=getattr(xp, saved["loss_dtype"]))
         correct = xp.asarray(int(saved["correct"]), dtype=xp.int32)
@@ -329,8 +349,8 @@ class Trainer:
             return self._saved_totals if self.batch_in_epoch else None
         loss_sum, correct, seen, started, compiled_before = self._epoch_totals
         seconds = time.perf_counter() - started - (compile_seconds() - compiled_before)
-        return {"loss_sum": float(loss_sum), "loss_dtype": str(loss_sum.dtype).rsplit(".", 1)[-1], "correct": int(correct),
-                "seen": seen, "seconds": seconds}
+        return {"loss_sum": float(loss_sum), "loss_dtype": str(loss_sum.dtype).rsplit(".", 1)[-1],
+                "correct": int(correct), "seen": seen, "seconds": seconds}
 
     def _check_loss(self, running: float, unread: list[Any], total: int) -> None:
         """Raise :class:`TrainingDiverged` if the running loss is NaN or infinite, naming the first step
@@ -375,15 +395,20 @@ class Trainer:
         split = data.split
         num_classes = model.output_shape(self._input_shape(split.images))[-1]
         loss = SoftmaxCrossEntropy(check=False)
-        loss_sum, predictions = None, []
-        for x, y in data.batches(batch_size):
+        loss_sum, predictions, mine = None, [], []
+        for indices in data.batch_indices(batch_size, shard=self.parallel.eval_shard):  # every image once
+            x, y = data.batch(indices)
             logits = model.forward(x)
             value = loss.forward(logits, y) * y.shape[0]
             loss_sum = value if loss_sum is None else loss_sum + value
             predictions.append(B.to_numpy(xp.argmax(logits, axis=1)))
+            mine.append(indices)
         model.train()
         predicted = host.xp.concat(predictions) if predictions else host.xp.zeros(0, dtype=host.xp.int64)
-        result = summarize(confusion_matrix(split.labels, predicted, num_classes))
+        labels = split.labels[host.xp.concat(mine)] if mine else split.labels[:0]
+        matrix = self.parallel.sum(confusion_matrix(labels, predicted, num_classes))  # over the ranks
+        loss_sum = self.parallel.sum(host.xp.asarray([float(loss_sum) if loss_sum is not None else 0.0]))[0]
+        result = summarize(matrix)
         return {"loss": float(loss_sum) / len(split) if len(split) else float("nan"), **result}
 
     def predict(self, images: host.ndarray, batch_size: int = 256) -> host.ndarray:
@@ -408,7 +433,7 @@ class Trainer:
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
                             "normalization": list(self._normalization()), "dropout_streams": dropout,
-                            "epoch_progress": self._epoch_progress()},
+                            "epoch_progress": self._epoch_progress(), "world_size": self.parallel.size},
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
                 "history": self.history, **self.extra_meta}
 
@@ -432,6 +457,7 @@ class Trainer:
         state = checkpoint.meta.get("trainer", {})
         self.epoch, self.batch_in_epoch = int(state.get("epoch", 0)), int(state.get("batch_in_epoch", 0))
         self.global_step, self.seed = int(state.get("global_step", 0)), int(state.get("seed", self.seed))
+        self.batch_in_epoch = self.parallel.resume_step(state, self.batch_in_epoch)  # another K: epoch restarts
         if state.get("normalization") is not None:
             self.normalization = _checked_normalization(state["normalization"])
             self.model.normalization = self.normalization
