@@ -95,8 +95,8 @@ HEADERS = [  # (change of a good header, the field and problem its message must 
     (_set("model_dtype", "complex64"), "header field model_dtype: expected one of 'float32', 'float64'"),
     (_set("optimizer", []), "header field optimizer: expected a JSON object, got a list []"),
     (_set("optimizer.step", "3"), "header field optimizer.step: expected a non-negative int, got '3'"),
-    (_set("optimizer.hyperparameters.lr", 0),
-     "header field optimizer.hyperparameters.lr: expected a finite number > 0"),
+    (_set("optimizer.hyperparameters.lr", -0.1),  # 0 is fine: where a cosine schedule ends
+     "header field optimizer.hyperparameters.lr: expected a finite number >= 0"),
     (_set("optimizer.hyperparameters.lr", ...), "header field optimizer.hyperparameters.lr: missing"),
     (_set("optimizer.hyperparameters.gamma", 0.5),
      "optimizer.hyperparameters.gamma: unknown hyper-parameter of Adam (its hyper-parameters: lr, betas"),
