@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from xpcnn import __version__, enable_wide_vectors
 from xpcnn.cli import bench, evaluate, info, train
 from xpcnn.cli.common import one_line_warnings
-from xpcnn.errors import XpcnnError
+from xpcnn.errors import BackendUnavailableError, DeviceUnavailableError, XpcnnError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.run(args) or 0)
     except (XpcnnError, ValueError, OSError) as exc:
         message = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, (DeviceUnavailableError, BackendUnavailableError)):  # advice written for Python callers
+            message = re.sub(r"\b(device|backend)='([^']*)'", r"--\1 \2", message)
         print(f"xpcnn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:
