@@ -215,8 +215,8 @@ def test_info_lists_backends(capsys) -> None:
     assert "numpy" in out and "array_api_strict" in out
 
 
-def test_a_missing_gpu_is_explained_in_the_commands_words() -> None:
-    result = run_cli("train", *SAMPLE, "--device", "cuda", "--epochs", "1", "--no-progress")
+def test_a_missing_gpu_is_explained_in_the_commands_words(tmp_path: Path) -> None:
+    result = run_cli("train", *SAMPLE, "--device", "cuda", "--epochs", "1", "--no-progress", "--out", str(tmp_path))
     if result.returncode == 0:
         pytest.skip("this machine has a CUDA device and CuPy")
     assert_one_line_error(result, "--device cpu")
