@@ -225,3 +225,11 @@ def test_cli_error_on_rank_0_is_one_line_and_stops_every_rank(once: None, tmp_pa
     lines = [line for line in done.stderr.splitlines() if "already holds" in line]
     assert len(lines) == 1 and lines[0].startswith("xpcnn train: error: rank 0 of 2: ")
     assert "Traceback" not in done.stderr and (out / "last.npz").read_bytes() == b"not overwritten"
+
+
+def test_a_mistake_every_rank_makes_is_printed_once(once: None, tmp_path: Path) -> None:
+    done, seconds = run_job(["-m", "xpcnn.cli.main", "train", "--distributed", "--dataset", "mnist-sample",
+                             "--split-test-set", "100", "--out", str(tmp_path / "run")], timeout=120)
+    assert done.returncode != 0 and seconds < 60
+    lines = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith("xpcnn train: error: --dataset mnist-sample is already split")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from xpcnn import models, optim, strict_json
@@ -66,8 +67,19 @@ def run(args: argparse.Namespace) -> int:
     return run_or_abort(comm, "xpcnn train", lambda: _run(args, comm))  # one rank fails: every rank stops
 
 
-def _run(args: argparse.Namespace, comm: object = None) -> int:
-    main_rank = comm is None or comm.is_main  # type: ignore[attr-defined]  # prints and writes
+def _run(args: argparse.Namespace, comm: Any = None) -> int:
+    if comm is None:
+        run = _setup(args)
+    else:  # every rank sets up alone, then they compare: a mistake that every rank makes is printed once
+        from xpcnn.distributed.failures import agree_on_setup
+        run = agree_on_setup(comm, lambda: _setup(args, comm))
+    return 0 if run is None else _train(args, run, comm)
+
+
+def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None:
+    """Everything before the first step: the run's configuration, the output folder (its lock held by the
+    result), the data, model, optimizer and trainer; None when a resumed run has nothing left to do."""
+    main_rank = comm is None or comm.is_main  # prints and writes
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         config, notes = run_config.resumed_run(args, checkpoint)
@@ -76,7 +88,7 @@ def _run(args: argparse.Namespace, comm: object = None) -> int:
         choose_dataset(args)
         out = args.out or Path("runs") / f"{args.model or run_config.FLAGS['model'][1]}-{args.dataset}"
         config, notes = run_config.new_run(args, out), []
-    lock = _lock_output_folder(out) if main_rank else None  # noqa: F841 - held until the run ends, however it ends
+    lock = _lock_output_folder(out) if main_rank else None  # held (in the result) until the run ends
     if main_rank:
         outputs.prepare(out, resume_from=checkpoint, force=args.force)
     train, test = load_splits(args)
@@ -122,12 +134,21 @@ def _run(args: argparse.Namespace, comm: object = None) -> int:
                         "its cosine schedule has reached 0, so it cannot train on: start a new run to train longer")
                 print(f"nothing to do: the run in {args.resume} has finished {trainer.epoch} of its {args.epochs} "
                       f"epoch(s); {more}", file=sys.stderr)
-            return 0
-    if not main_rank:
+            return None
+    return SimpleNamespace(lock=lock, checkpoint=checkpoint, notes=notes, out=out, train=train, test=test, info=info,
+                           model=model, optimizer=optimizer, run_settings=run_settings, trainer=trainer,
+                           stopper=stopper)
+
+
+def _train(args: argparse.Namespace, run: SimpleNamespace, comm: Any = None) -> int:
+    """Train the run :func:`_setup` prepared, evaluate it, and (on rank 0) write its plots."""
+    trainer, out, train, test, stopper = run.trainer, run.out, run.train, run.test, run.stopper
+    model, optimizer, run_settings, info, checkpoint = run.model, run.optimizer, run.run_settings, run.info, run.checkpoint
+    if comm is not None and not comm.is_main:
         trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size, verbose=0)
         trainer.evaluate(test)  # its collectives: rank 0 reports
         return 0
-    for note in notes:
+    for note in run.notes:
         print(note, file=sys.stderr)
     resumed = f", resumed at epoch {trainer.epoch + 1}" + (f" batch {trainer.batch_in_epoch + 1}"
                                                            if trainer.batch_in_epoch else "") if checkpoint else ""

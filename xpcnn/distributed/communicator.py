@@ -42,7 +42,7 @@ class Communicator:
         raise NotImplementedError
 
     def allgather_bytes(self, data: bytes) -> list[bytes]:
-        """Every rank's ``data`` (the same length on every rank), in rank order."""
+        """Every rank's ``data`` (any length), in rank order."""
         raise NotImplementedError
 
     def abort(self, code: int = 1) -> NoReturn:

@@ -19,6 +19,26 @@ from xpcnn.errors import XpcnnError
 _DEFER_TO_RANK0_S = 3.0
 
 
+def agree_on_setup(comm: Any, setup: Callable[[], Any]) -> Any:
+    """``setup()`` on every rank, then compare: if it failed on any rank (an xpcnn error, ValueError or
+    OSError), every rank raises one :class:`XpcnnError` that rank 0 prints once: the message itself when every
+    rank failed alike (a bad flag, a missing file on a shared disk), else each failing rank's message with its
+    rank (a file missing on one machine). ``setup`` must make no collective call, so that every rank gets here."""
+    try:
+        result, message = setup(), ""
+    except (XpcnnError, ValueError, OSError) as exc:
+        result, message = None, str(exc).strip() or type(exc).__name__
+    failed = [(rank, m.decode()) for rank, m in enumerate(comm.allgather_bytes(message.encode())) if m]
+    if not failed:
+        return result
+    if len(failed) == comm.size and len({m for _, m in failed}) == 1:
+        error = XpcnnError(failed[0][1])
+    else:
+        error = XpcnnError("; ".join(f"rank {rank} of {comm.size}: {m}" for rank, m in failed))
+    error.every_rank = True  # type: ignore[attr-defined]
+    raise error
+
+
 def install_excepthook(comm: Any) -> None:
     """An uncaught exception prints its traceback once, prefixed with the rank, and aborts every rank."""
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:

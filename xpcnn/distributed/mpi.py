@@ -71,10 +71,14 @@ class MpiCommunicator(Communicator):
         return _like(buffer, x)
 
     def allgather_bytes(self, data: bytes) -> list[bytes]:
-        mine = np.frombuffer(bytes(data), dtype=np.uint8)
+        """Every rank's ``data``, in rank order; the lengths may differ (gathered first, then the padded bytes)."""
+        lengths = np.empty(self.size, dtype=np.int64)
+        self._wait(self.comm.Iallgather(np.array([len(data)], dtype=np.int64), lengths), "allgather")
+        mine = np.zeros(int(lengths.max()), dtype=np.uint8)
+        mine[:len(data)] = np.frombuffer(bytes(data), dtype=np.uint8)
         every = np.empty((self.size, mine.size), dtype=np.uint8)
         self._wait(self.comm.Iallgather(mine, every), "allgather")
-        return [row.tobytes() for row in every]
+        return [row[:length].tobytes() for row, length in zip(every, lengths)]
 
     def abort(self, code: int = 1) -> NoReturn:
         sys.stdout.flush()
