@@ -104,8 +104,12 @@ HEADERS = [  # (change of a good header, the field and problem its message must 
     (_set("trainer", None), "header field trainer: expected a JSON object, got None"),
     (_set("trainer.epoch", -1), "header field trainer.epoch: expected a non-negative int, got -1"),
     (_set("trainer.global_step", ...), "header field trainer.global_step: missing (expected a non-negative int)"),
-    (_set("trainer.normalization", [0.1307, 0]), "header field trainer.normalization: expected a [mean, std] pair of "
-                                                 "finite numbers with std > 0 or null, got a list [0.1307, 0]"),
+    (_set("trainer.normalization", [0.1307, 0]), "header field trainer.normalization: expected a [mean, std] pair, "
+                                                 "each a finite number or a list of one per channel, std > 0 or "
+                                                 "null, got a list [0.1307, 0]"),
+    (_set("trainer.normalization", [[0.5, 0.5, 0.5], [0.2, 0.2]]), "trainer.normalization: expected a [mean, std]"),
+    (_set("trainer.normalization", [[0.5, 0.5, 0.5], [0.2, 0.0, 0.2]]), "trainer.normalization: expected a [mean, std]"),
+    (_set("normalization", [[], 0.2]), "header field normalization: expected a [mean, std] pair"),
     (_set("trainer.normalization", [math.nan, 1.0]), "header field trainer.normalization: expected a [mean, std]"),
     (_set("trainer.dropout_streams", {"0": [1, 2]}),
      "header field trainer.dropout_streams.0: layer 0 of model_config is not a Dropout layer"),

@@ -67,6 +67,15 @@ def _finite(v: Any) -> bool:
     return _number(v) and math.isfinite(v)
 
 
+def _normalization(mean: Any, std: Any) -> bool:
+    """Whether ``[mean, std]`` is a checkpoint's normalization: each entry a finite number or a non-empty list of
+    them (one per channel), every std > 0, per-channel lists of one length."""
+    means, stds = (v if isinstance(v, list) else [v] for v in (mean, std))
+    lengths = {len(v) for v in (mean, std) if isinstance(v, list)}
+    return (bool(means) and bool(stds) and len(lengths) <= 1 and all(map(_finite, means))
+            and all(_finite(s) and s > 0 for s in stds))
+
+
 def _pair_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: test(v) or (isinstance(v, list) and len(v) == 2 and all(map(test, v)))
 
@@ -92,8 +101,8 @@ POOL_PADDING = Rule("a non-negative int or a pair of them", _pair_of(lambda v: _
 CONV_PADDING = Rule("a non-negative int, a pair of them, 'same' or 'valid'",
                     lambda v: v in ("same", "valid") or POOL_PADDING.test(v))
 SEED = Rule("an int or a list of ints", lambda v: _int(v) or (isinstance(v, list) and all(map(_int, v))))
-NORMALIZATION = Rule("a [mean, std] pair of finite numbers with std > 0",
-                     lambda v: isinstance(v, list) and len(v) == 2 and all(map(_finite, v)) and v[1] > 0)
+NORMALIZATION = Rule("a [mean, std] pair, each a finite number or a list of one per channel, std > 0",
+                     lambda v: isinstance(v, list) and len(v) == 2 and _normalization(*v))
 OBJECT = Rule("a JSON object", lambda v: isinstance(v, dict))
 LIST = Rule("a list", lambda v: isinstance(v, list))
 
