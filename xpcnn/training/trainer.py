@@ -61,7 +61,7 @@ def dataset_normalization(split: Split | None) -> Normalization | None:
     return normalization.checked((info.mean, info.std))
 
 
-def _takes(model: Sequential, shape: tuple[int, int, int, int]) -> bool:
+def model_takes(model: Sequential, shape: tuple[int, int, int, int]) -> bool:
     """Whether ``model`` takes a batch of ``shape``."""
     try:
         model.output_shape(shape)
@@ -182,7 +182,7 @@ class Trainer:
             num_classes = self.model.output_shape(shape)[-1]
         except ShapeError as exc:
             source = " and ".join(str(f) for f in getattr(split, "files", ())) or "the data"
-            taken = [s for s in (28, *range(1, 513)) if _takes(self.model, (1, shape[1], s, s))][:1]
+            taken = [s for s in (28, *range(1, 513)) if model_takes(self.model, (1, shape[1], s, s))][:1]
             fits = f"it takes images of shape {(shape[1], taken[0], taken[0])}" if taken else "no square size fits"
             detail = str(exc).split(";")[0]  # the layer's own advice is about building a model, not the data
             raise ShapeError(f"{source}: images of shape (C, H, W) = {shape[1:]} do not fit the model ({detail}); "
