@@ -5,6 +5,7 @@ with per-channel normalization."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import hashlib
 import http.server
 import pickle
@@ -316,3 +317,55 @@ def test_archive_bytes_are_not_extracted_to_disk(tmp_path: Path) -> None:
     _load("cifar10", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
     assert not (tmp_path.parent / "escaped").exists()
+
+
+# -- the xpcnn command -------------------------------------------------------------------------------------------
+def _error_lines(result) -> list[str]:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if ": error: " in line]
+
+
+@pytest.mark.subprocesses
+def test_cli_says_the_preset_takes_one_channel(tmp_path: Path) -> None:
+    from test_cli import run_cli
+    write_cifar10(tmp_path / "data")
+    result = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r"))
+    errors = _error_lines(result)
+    assert errors == ["xpcnn train: error: --model seed-deep takes 1-channel images, but --dataset cifar10 has "
+                      "3-channel images (3, 32, 32); no preset takes 3 channels yet"] or \
+        errors[0].startswith("xpcnn train: error: --model seed-deep takes 1-channel images, but --dataset cifar10 has "
+                             "3-channel images (3, 32, 32); pass --model ")
+    assert all(line.startswith("xpcnn train: ") for line in result.stderr.splitlines())  # a warning, then the error
+
+
+@pytest.mark.subprocesses
+def test_cli_evaluates_and_predicts_with_an_rgb_model(tmp_path: Path) -> None:
+    from test_cli import run_cli
+    pytest.importorskip("PIL")
+    from PIL import Image
+    write_cifar10(tmp_path / "data", per_batch=8, test=8)
+    train, test = _load("cifar10", tmp_path / "data")
+    model = _rgb_model()
+    trainer = xpcnn.Trainer(model, xpcnn.optim.Adam(model), progress=False)
+    trainer.fit(train, epochs=1, batch_size=8)
+    trainer.extra_meta = {"dataset": "cifar10", "classes": list(train.classes), "image_shape": [3, 32, 32]}
+    trainer.save(tmp_path / "rgb.npz")
+    evaluated = run_cli("evaluate", str(tmp_path / "rgb.npz"), "--data-dir", str(tmp_path / "data"), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["images"] == 8 and report["dataset"] == "cifar10"
+    assert report["accuracy"] == pytest.approx(trainer.evaluate(test)["accuracy"])
+    picture = tmp_path / "photo.png"
+    Image.fromarray(np.transpose(test.images[0], (1, 2, 0))).resize((64, 48)).save(picture)  # any size, RGB
+    predicted = run_cli("predict", str(tmp_path / "rgb.npz"), str(picture))
+    assert predicted.returncode == 0, predicted.stderr
+    name, probability = predicted.stdout.strip().rsplit(": ", 1)[1].split(" (")
+    expected = trainer.predict(read_photo_for_test(picture))[0]
+    assert name == CIFAR10_NAMES[int(np.argmax(expected))]
+    assert float(probability.rstrip(")")) == pytest.approx(float(expected.max()), abs=1e-3)
+
+
+def read_photo_for_test(path: Path) -> np.ndarray:
+    """What predict feeds an RGB CIFAR model: RGB, resized bilinearly to 32x32, (1, 3, 32, 32)."""
+    from PIL import Image
+    return np.transpose(np.asarray(Image.open(path).convert("RGB").resize((32, 32), Image.BILINEAR)), (2, 0, 1))[None]
