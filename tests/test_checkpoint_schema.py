@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -311,3 +312,21 @@ def test_cli_reports_running_out_of_memory_in_one_line(monkeypatch, capsys, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "Traceback" not in "".join(err)
     assert err[-1] == "xpcnn train: error: out of memory at batch size 6000: pass a smaller --batch-size"
+
+
+def test_per_channel_normalization_and_image_shape_load(good, tmp_path: Path) -> None:
+    """A colour run's header: ``normalization`` per channel (old files' plain numbers still load, above), the
+    training images' ``image_shape``, image-folder's run options."""
+    arrays, header = good
+    per_channel = [[0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]]
+    header = json.loads(json.dumps(header))
+    header["trainer"]["normalization"] = per_channel
+    header.update(image_shape=[3, 32, 32])
+    model = load_model(_write(tmp_path, arrays, header))
+    assert model.normalization == (tuple(per_channel[0]), tuple(per_channel[1]))
+    mixed = {**header, "normalization": [[0.5, 0.5, 0.5], 0.25]}  # a shared std with per-channel means
+    assert load_model(_write(tmp_path, arrays, mixed)).normalization == ((0.5, 0.5, 0.5), 0.25)
+    for field, bad, expected in (("image_shape", [3, 32], "a [channels, height, width] list of positive ints"),
+                                 ("run", {"channels": 2}, "1 or 3"), ("run", {"val_fraction": 1.0}, "(0, 1)")):
+        with pytest.raises(CheckpointError, match=re.escape(expected)):
+            load_model(_write(tmp_path, arrays, {**header, field: bad}))
