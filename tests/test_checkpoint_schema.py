@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -104,8 +105,12 @@ HEADERS = [  # (change of a good header, the field and problem its message must 
     (_set("trainer", None), "header field trainer: expected a JSON object, got None"),
     (_set("trainer.epoch", -1), "header field trainer.epoch: expected a non-negative int, got -1"),
     (_set("trainer.global_step", ...), "header field trainer.global_step: missing (expected a non-negative int)"),
-    (_set("trainer.normalization", [0.1307, 0]), "header field trainer.normalization: expected a [mean, std] pair of "
-                                                 "finite numbers with std > 0 or null, got a list [0.1307, 0]"),
+    (_set("trainer.normalization", [0.1307, 0]), "header field trainer.normalization: expected a [mean, std] pair, "
+                                                 "each a finite number or a list of one per channel, std > 0 or "
+                                                 "null, got a list [0.1307, 0]"),
+    (_set("trainer.normalization", [[0.5, 0.5, 0.5], [0.2, 0.2]]), "trainer.normalization: expected a [mean, std]"),
+    (_set("trainer.normalization", [[0.5, 0.5, 0.5], [0.2, 0.0, 0.2]]), "trainer.normalization: expected a [mean, std]"),
+    (_set("normalization", [[], 0.2]), "header field normalization: expected a [mean, std] pair"),
     (_set("trainer.normalization", [math.nan, 1.0]), "header field trainer.normalization: expected a [mean, std]"),
     (_set("trainer.dropout_streams", {"0": [1, 2]}),
      "header field trainer.dropout_streams.0: layer 0 of model_config is not a Dropout layer"),
@@ -307,3 +312,21 @@ def test_cli_reports_running_out_of_memory_in_one_line(monkeypatch, capsys, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "Traceback" not in "".join(err)
     assert err[-1] == "xpcnn train: error: out of memory at batch size 6000: pass a smaller --batch-size"
+
+
+def test_per_channel_normalization_and_image_shape_load(good, tmp_path: Path) -> None:
+    """A colour run's header: ``normalization`` per channel (old files' plain numbers still load, above), the
+    training images' ``image_shape``, image-folder's run options."""
+    arrays, header = good
+    per_channel = [[0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]]
+    header = json.loads(json.dumps(header))
+    header["trainer"]["normalization"] = per_channel
+    header.update(image_shape=[3, 32, 32])
+    model = load_model(_write(tmp_path, arrays, header))
+    assert model.normalization == (tuple(per_channel[0]), tuple(per_channel[1]))
+    mixed = {**header, "normalization": [[0.5, 0.5, 0.5], 0.25]}  # a shared std with per-channel means
+    assert load_model(_write(tmp_path, arrays, mixed)).normalization == ((0.5, 0.5, 0.5), 0.25)
+    for field, bad, expected in (("image_shape", [3, 32], "a [channels, height, width] list of positive ints"),
+                                 ("run", {"channels": 2}, "1 or 3"), ("run", {"val_fraction": 1.0}, "(0, 1)")):
+        with pytest.raises(CheckpointError, match=re.escape(expected)):
+            load_model(_write(tmp_path, arrays, {**header, field: bad}))

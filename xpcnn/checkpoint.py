@@ -18,6 +18,8 @@ from typing import Any
 from xpcnn import backend as B
 from xpcnn.backend import host
 from xpcnn.checkpoint_schema import validate_arrays, validate_header
+from xpcnn.data.normalization import checked as normalization_checked
+from xpcnn.data.normalization import to_json as normalization_to_json
 from xpcnn.errors import CheckpointError
 from xpcnn.model import Sequential
 
@@ -58,8 +60,8 @@ class Checkpoint:
         trainer = self.meta.get("trainer")
         normalization = self.meta.get("normalization") or (trainer.get("normalization")
                                                             if isinstance(trainer, dict) else None)
-        if isinstance(normalization, list) and len(normalization) == 2:
-            model.normalization = (float(normalization[0]), float(normalization[1]))
+        if isinstance(normalization, list) and len(normalization) == 2:  # validated by the schema
+            model.normalization = normalization_checked(normalization)
         return model
 
 
@@ -106,7 +108,7 @@ def save_model(path: str | os.PathLike, model: Sequential) -> Path:
     atomically, as :meth:`Sequential.save` does; returns the path."""
     meta: dict[str, Any] = {"kind": "model"}
     if getattr(model, "normalization", None) is not None:
-        meta["normalization"] = [float(v) for v in model.normalization]
+        meta["normalization"] = normalization_to_json(normalization_checked(model.normalization))
     return save_checkpoint(path, model, meta=meta)
 
 

@@ -67,6 +67,15 @@ def _finite(v: Any) -> bool:
     return _number(v) and math.isfinite(v)
 
 
+def _normalization(mean: Any, std: Any) -> bool:
+    """Whether ``[mean, std]`` is a checkpoint's normalization: each entry a finite number or a non-empty list of
+    them (one per channel), every std > 0, per-channel lists of one length."""
+    means, stds = (v if isinstance(v, list) else [v] for v in (mean, std))
+    lengths = {len(v) for v in (mean, std) if isinstance(v, list)}
+    return (bool(means) and bool(stds) and len(lengths) <= 1 and all(map(_finite, means))
+            and all(_finite(s) and s > 0 for s in stds))
+
+
 def _pair_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: test(v) or (isinstance(v, list) and len(v) == 2 and all(map(test, v)))
 
@@ -92,9 +101,13 @@ POOL_PADDING = Rule("a non-negative int or a pair of them", _pair_of(lambda v: _
 CONV_PADDING = Rule("a non-negative int, a pair of them, 'same' or 'valid'",
                     lambda v: v in ("same", "valid") or POOL_PADDING.test(v))
 SEED = Rule("an int or a list of ints", lambda v: _int(v) or (isinstance(v, list) and all(map(_int, v))))
-NORMALIZATION = Rule("a [mean, std] pair of finite numbers with std > 0",
-                     lambda v: isinstance(v, list) and len(v) == 2 and all(map(_finite, v)) and v[1] > 0)
+NORMALIZATION = Rule("a [mean, std] pair, each a finite number or a list of one per channel, std > 0",
+                     lambda v: isinstance(v, list) and len(v) == 2 and _normalization(*v))
 OBJECT = Rule("a JSON object", lambda v: isinstance(v, dict))
+CHANNELS = Rule("1 or 3", lambda v: _int(v) and v in (1, 3))
+OPEN_FRACTION = Rule("a number in (0, 1)", lambda v: _finite(v) and 0 < v < 1)
+IMAGE_SHAPE = Rule("a [channels, height, width] list of positive ints",
+                   lambda v: isinstance(v, list) and len(v) == 3 and all(_int(d) and d > 0 for d in v))
 LIST = Rule("a list", lambda v: isinstance(v, list))
 
 
@@ -210,7 +223,8 @@ def _run(value: Any, field: str) -> None:
         "model": STRING, "dataset": optional(STRING), "data_dir": optional(STRING), "out": optional(STRING),
         "split_test_set": optional(POSITIVE_INT), "limit_train": optional(POSITIVE_INT), "batch_size": POSITIVE_INT,
         "optimizer": STRING, "lr": optional(POSITIVE), "momentum": optional(NON_NEGATIVE), "seed": INT,
-        "epochs": POSITIVE_INT})
+        "epochs": POSITIVE_INT, "image_size": optional(POSITIVE_INT), "channels": optional(CHANNELS),
+        "val_fraction": optional(OPEN_FRACTION)})
 
 
 def _schedule(value: Any, field: str) -> None:
@@ -249,7 +263,7 @@ HEADER: dict[str, Callable[[Any, str], None]] = {
     "kind": STRING, "model_config": _model_config, "model_dtype": one_of("float32", "float64"),
     "optimizer": _optimizer, "trainer": _trainer, "schedule": _schedule, "history": _history,
     "dataset": STRING, "classes": _classes, "normalization": optional(NORMALIZATION), "training": _training,
-    "run": _run,
+    "run": _run, "image_shape": IMAGE_SHAPE,
 }
 
 

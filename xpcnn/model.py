@@ -22,7 +22,8 @@ class Sequential:
     the pooling layer after it may run fused; :mod:`xpcnn.plan`).
 
     ``normalization`` is the ``(mean, std)`` the model's inputs were standardized with in training (set by
-    :meth:`xpcnn.Trainer.fit`, kept by :meth:`save` and :func:`xpcnn.load`), or None while unknown.
+    :meth:`xpcnn.Trainer.fit`, kept by :meth:`save` and :func:`xpcnn.load`), or None while unknown; each entry
+    a number, or a tuple of one number per input channel.
     """
 
     def __init__(self, layers: list[Layer], name: str | None = None) -> None:
@@ -36,7 +37,7 @@ class Sequential:
         self.training = True
         self.placement: B.Placement = B.resolve("cpu")
         self.dtype = "float32"
-        self.normalization: tuple[float, float] | None = None
+        self.normalization: tuple[Any, Any] | None = None
         self._plan: list[LayerStep | FusedStep] = []
         self._plan_key: tuple[int, ...] = ()
 

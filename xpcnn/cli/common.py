@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from xpcnn.checkpoint import load_checkpoint
-from xpcnn.data import datasets
+from xpcnn.data import datasets, image_folder
 from xpcnn.data.datasets import Split
 from xpcnn.errors import XpcnnWarning
 
@@ -52,10 +52,50 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | N
     """--dataset, --data-dir and --split-test-set; ``default_help`` describes a ``None`` default."""
     parser.add_argument("--dataset", default=default_dataset, choices=sorted(datasets.DATASETS),
                         help=f"dataset name (default: {default_help})")
-    parser.add_argument("--data-dir", help="folder holding the dataset's IDX files (searched first)")
+    parser.add_argument("--data-dir", help="folder holding the dataset's files: IDX files, a CIFAR archive, or "
+                                           "for image-folder one sub-folder of PNG/JPEG images per class")
     parser.add_argument("--split-test-set", type=positive_int, metavar="N",
                         help="use only the test files: train on their first N images, test on the rest "
                              "(for a folder that holds only t10k files)")
+    parser.add_argument("--image-size", type=positive_int, metavar="S",
+                        help=f"image-folder: resize images to SxS (default: {image_folder.DEFAULT_IMAGE_SIZE})")
+    parser.add_argument("--channels", type=int, choices=(1, 3),
+                        help=f"image-folder: 3 for RGB, 1 for grey (default: {image_folder.DEFAULT_CHANNELS})")
+    parser.add_argument("--val-fraction", type=fraction, metavar="F",
+                        help="image-folder without train/ and test/ sub-folders: the part of each class held out to "
+                             f"test (default: {image_folder.DEFAULT_VAL_FRACTION})")
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+#: The data arguments of ``image-folder`` only: attribute -> (flag, default).
+IMAGE_FOLDER_OPTIONS = {"image_size": ("--image-size", image_folder.DEFAULT_IMAGE_SIZE),
+                        "channels": ("--channels", image_folder.DEFAULT_CHANNELS),
+                        "val_fraction": ("--val-fraction", image_folder.DEFAULT_VAL_FRACTION)}
+
+
+def image_folder_options(args: Any) -> dict[str, Any]:
+    """The options :func:`xpcnn.data.datasets.load` takes for ``args.dataset``: for image-folder, its size,
+    channels, fraction (defaults filled in) and seed; none for another dataset. Raises ValueError (one line)
+    for an image-folder flag given with another dataset."""
+    if args.dataset != "image-folder":
+        given = [flag for key, (flag, _) in IMAGE_FOLDER_OPTIONS.items() if getattr(args, key, None) is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --dataset "
+                             f"image-folder only, not to --dataset {args.dataset}; drop {given[0]}")
+        return {}
+    options = {key: getattr(args, key, None) if getattr(args, key, None) is not None else default
+               for key, (_, default) in IMAGE_FOLDER_OPTIONS.items()}
+    return {**options, "seed": getattr(args, "seed", None) or 0}
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +129,12 @@ def choose_dataset(args: Any) -> None:
 
 def load_splits(args: Any) -> tuple[Split, Split]:
     """(train, test) as the data arguments say; ValueError for --split-test-set on a dataset already split or
-    larger than the test files."""
+    larger than the test files, on image-folder (split by --val-fraction or its train/ and test/ folders), and
+    for an image-folder flag with another dataset."""
+    options = image_folder_options(args)
+    if args.split_test_set and args.dataset == "image-folder":
+        raise ValueError("--dataset image-folder is split by --val-fraction, or by train/ and test/ sub-folders of "
+                         "--data-dir; drop --split-test-set")
     if args.split_test_set and datasets.dataset_info(args.dataset).split is not None:
         train, test = datasets.dataset_info(args.dataset).split  # type: ignore[misc]
         raise ValueError(f"--dataset {args.dataset} is already split ({train:,} train / {test:,} test images); "
@@ -100,7 +145,7 @@ def load_splits(args: Any) -> tuple[Split, Split]:
             raise ValueError(f"--split-test-set {args.split_test_set} leaves no test images "
                              f"(the test files hold {len(test)})")
         return test.take(0, args.split_test_set), test.take(args.split_test_set)
-    return datasets.load(args.dataset, args.data_dir)
+    return datasets.load(args.dataset, args.data_dir, **options)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """``xpcnn train``'s run configuration: recorded in every checkpoint, taken back by ``--resume``.
 
-A run is what its first command said: model, data (dataset, folder, ``--split-test-set``, ``--limit-train``),
+A run is what its first command said: model, data (dataset, folder, ``--split-test-set``, ``--limit-train``;
+image-folder's ``--image-size``, ``--channels`` and ``--val-fraction``),
 batch size, optimizer and its rate, seed, epochs and output folder. Each checkpoint's header records it under
 ``"run"``. ``--resume CKPT`` needs no other flag: it takes the run from there. A flag that names something
 else is an error (the run would no longer be the one its history describes); the flags that are safe to change
@@ -14,6 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from xpcnn.cli.common import IMAGE_FOLDER_OPTIONS
+
 #: The run's settings: key in the header -> (flag, default for a new run).
 FLAGS: dict[str, tuple[str, Any]] = {
     "model": ("--model", "seed-deep"),
@@ -26,6 +29,9 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "momentum": ("--momentum", 0.9),
     "seed": ("--seed", 0),
     "epochs": ("--epochs", 3),
+    "image_size": ("--image-size", None),     # image-folder's: filled in for it, None for other datasets
+    "channels": ("--channels", None),
+    "val_fraction": ("--val-fraction", None),
 }
 #: Settings a resumed run may change (with a note on stderr).
 CHANGEABLE = ("epochs", "data_dir")
@@ -35,6 +41,9 @@ def new_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """The configuration of a new run: ``args`` with the defaults filled in (``args`` is updated too)."""
     run = {key: getattr(args, key) if getattr(args, key) is not None else default
            for key, (_, default) in FLAGS.items()}
+    if run["dataset"] == "image-folder":  # its options' defaults are part of the run; other datasets have none
+        run.update({key: default if run[key] is None else run[key]
+                    for key, (_, default) in IMAGE_FOLDER_OPTIONS.items()})
     run["data_dir"] = str(Path(args.data_dir).resolve()) if args.data_dir else None
     run["out"] = str(out.resolve())
     _apply(args, run)

@@ -21,8 +21,13 @@ from xpcnn.cli.common import (
     positive_int,
 )
 from xpcnn.data import datasets
-from xpcnn.errors import CheckpointError, XpcnnError
+from xpcnn.data.batches import image_shape
+from xpcnn.data.datasets import Split
+from xpcnn.errors import CheckpointError, ShapeError, XpcnnError
+from xpcnn.layers import Dense
+from xpcnn.model import Sequential
 from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
+from xpcnn.training.trainer import dataset_normalization, model_takes
 
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
 
@@ -110,18 +115,20 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
         run_settings = train_settings.settings(args, checkpoint)
     else:
         run_settings = train_settings.settings(args)
-        model = models.build(args.model, seed=args.seed)
+        model = _fitted_head(models.build(args.model, seed=args.seed), len(train.classes or info.classes), args.seed)
         extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
         if args.weight_decay is not None:
             extra["weight_decay"] = args.weight_decay
         args.lr = config["lr"] = args.lr or default_lr
         optimizer = opt_cls(model, lr=args.lr, **extra)
     config["out"] = str(out.resolve())
+    _check_input(model, train, args)
+    classes = list(train.classes or info.classes)
     trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=args.seed,
-                      normalization=(info.mean, info.std), progress=not args.no_progress,
+                      normalization=dataset_normalization(train), progress=not args.no_progress,
                       schedule=train_settings.build_schedule(run_settings, optimizer), distributed=comm or False)
-    trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes), "run": config,
-                          "training": run_settings}  # next to the optimizer's; --resume takes them back
+    trainer.extra_meta = {"dataset": args.dataset, "classes": classes, "run": config, "training": run_settings,
+                          "image_shape": list(image_shape(train.images.shape))}  # --resume and predict read them
     stopper = train_settings.build_early_stopping(run_settings)
     if checkpoint is not None:
         trainer.restore(checkpoint)
@@ -176,7 +183,7 @@ def _train(args: argparse.Namespace, run: SimpleNamespace, comm: Any = None) -> 
     if plots.matplotlib_available():
         plots.plot_history(trainer.history, out / "history.png", model=model.name or args.model,
                      dataset=args.dataset)
-        plots.plot_recall(result["per_class_recall"], info.classes, out / "recall.png",
+        plots.plot_recall(result["per_class_recall"], classes, out / "recall.png",
                      model=model.name or args.model, dataset=args.dataset)
         written += ["history.png", "recall.png"]
     print(f"wrote {', '.join(written)} in {out}" + ("" if plots.matplotlib_available() else
@@ -188,6 +195,49 @@ def _batch(size: int, comm: Any) -> str:
     """``batch size 32``, or in a data-parallel run ``batch size 32 per rank x 4 ranks = 128 global``."""
     ranks = getattr(comm, "size", 1)
     return f"batch size {size}" + (f" per rank x {ranks} ranks = {size * ranks} global" if ranks > 1 else "")
+
+
+def _first_channels(model: Sequential) -> int | None:
+    """The channel count ``model``'s first layer with one takes (before any Dense layer), or None."""
+    for layer in model.layers:
+        expected = getattr(layer, "in_channels", getattr(layer, "num_features", None))
+        if expected is not None or hasattr(layer, "in_features"):
+            return expected
+    return None
+
+
+def _fitted_head(model: Sequential, num_classes: int, seed: int) -> Sequential:
+    """``model``, or, when it ends in a Dense layer with another number of outputs than the dataset's
+    ``num_classes`` (image-folder's own classes), the model with that layer drawn anew for ``num_classes``
+    outputs (from the seed the presets give it, ``(seed, its index)``). Raises :class:`ShapeError` when it has another number of outputs and no Dense
+    layer to end it."""
+    last = model.layers[-1]
+    if getattr(last, "out_features", num_classes) == num_classes:
+        return model
+    if not isinstance(last, Dense):
+        raise ShapeError(f"--model {model.name} ends in {type(last).__name__}, not a Dense layer to fit the "
+                         f"dataset's {num_classes} classes")
+    head = Dense(**{**last.config(), "out_features": num_classes}, seed=(seed, len(model.layers) - 1))
+    return Sequential([*model.layers[:-1], head], name=model.name)
+
+
+def _check_input(model: Sequential, train: Split, args: argparse.Namespace) -> None:
+    """Raise :class:`ShapeError` in one line, before training, when the preset does not take the dataset's
+    images: another channel count (naming the presets that take the dataset's, and image-folder's --channels)
+    or, for image-folder, another size (naming the --image-size that fits)."""
+    c, h, w = image_shape(train.images.shape)
+    takes = _first_channels(model)
+    folder = args.dataset == "image-folder"
+    name = args.model or model.name
+    if takes is not None and takes != c:
+        fits = [preset for preset in sorted(models.PRESETS) if _first_channels(models.build(preset)) == c]
+        choices = f"pass --model {' or '.join(fits)}" if fits else f"no preset takes {c} channels yet"
+        raise ShapeError(f"--model {name} takes {takes}-channel images, but --dataset {args.dataset} has {c}-channel "
+                         f"images ({c}, {h}, {w}); {choices}" + (f", or pass --channels {takes}" if folder else ""))
+    if folder and not model_takes(model, (1, c, h, w)):
+        sizes = [s for s in (28, 32, *range(1, 513)) if model_takes(model, (1, c, s, s))][:1]
+        fix = f"pass --image-size {sizes[0]}" if sizes else "no image size fits it"
+        raise ShapeError(f"--model {name} does not take {h}x{w} images (--image-size {h}); {fix}")
 
 
 def _lock_output_folder(out: Path) -> object:

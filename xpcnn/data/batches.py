@@ -8,6 +8,7 @@ from typing import Any
 from xpcnn import backend as B
 from xpcnn.backend import host
 from xpcnn.data.datasets import Split
+from xpcnn.data.normalization import Stat, as_tuple
 from xpcnn.distributed.sharding import Shard, num_steps, shard_batches
 from xpcnn.errors import ShapeError
 
@@ -34,33 +35,78 @@ def image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise ShapeError(f"expected images (N, H, W) or (N, C, H, W), got shape {shape}{hint}")
 
 
-def normalize(images: host.ndarray, mean: float, std: float) -> host.ndarray:
+def normalize(images: host.ndarray, mean: Stat, std: Stat) -> host.ndarray:
     """uint8 ``(N, H, W)`` or ``(N, C, H, W)`` (any C: grey, RGB, ...) -> float32 ``(N, C, H, W)``: scale to
-    [0, 1], then standardize with ``mean`` and ``std``. Raises :class:`ShapeError` as :func:`image_shape` says
-    (channel-last ``(N, H, W, 3)`` images: transpose them to ``(N, 3, H, W)``)."""
+    [0, 1], then standardize with ``mean`` and ``std``, each a number (every channel alike) or a sequence of
+    C numbers (one per channel, as ``torchvision.transforms.Normalize``).
+
+    Raises :class:`ShapeError` as :func:`image_shape` says (channel-last ``(N, H, W, 3)`` images: transpose
+    them to ``(N, 3, H, W)``), and when a per-channel ``mean`` or ``std`` has another length than C."""
     xp = host.xp
     c, h, w = image_shape(images.shape)
+    check_channels(mean, std, c)
     x = xp.astype(images, xp.float32) / 255.0
     x = xp.reshape(x, (x.shape[0], c, h, w))
-    return (x - mean) / std
+    return (x - _per_channel(mean)) / _per_channel(std)
+
+
+def check_channels(mean: Stat, std: Stat, c: int) -> None:
+    """Raise :class:`ShapeError` when a per-channel ``mean`` or ``std`` does not have ``c`` entries."""
+    for name, stat in (("mean", mean), ("std", std)):
+        if isinstance(stat, tuple) and len(stat) != c:
+            raise ShapeError(f"the normalization's {name} {stat} has {len(stat)} entries but the images have {c} "
+                             f"channel{'s' * (c != 1)}; pass one number, or one per channel")
+
+
+def _per_channel(stat: Stat) -> host.ndarray | float:
+    """A number as it is; a per-channel sequence as float32 ``(1, C, 1, 1)``, to broadcast over a batch."""
+    if not isinstance(stat, tuple):
+        return stat
+    xp = host.xp
+    return xp.reshape(xp.asarray(as_tuple(stat), dtype=xp.float32), (1, len(stat), 1, 1))
+
+
+def channel_statistics(images: host.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std (population) of uint8 ``images`` ``(N, H, W)`` or ``(N, C, H, W)`` scaled to
+    [0, 1], as ``((mean_0, ...), (std_0, ...))``: the normalization of a dataset without published constants
+    (``image-folder``). Summed in float64 over chunks of ``chunk`` images; a channel that is one value
+    everywhere gets std 1. Raises :class:`ShapeError` as :func:`image_shape` says, and for no images."""
+    xp = host.xp
+    c, h, w = image_shape(images.shape)
+    n = int(images.shape[0])
+    if n == 0:
+        raise ShapeError("no images to compute the normalization from")
+    total = xp.zeros(c, dtype=xp.float64)
+    squares = xp.zeros(c, dtype=xp.float64)
+    for first in range(0, n, chunk):
+        x = xp.reshape(xp.astype(images[first:first + chunk], xp.float64), (-1, c, h * w)) / 255.0
+        total += xp.sum(x, axis=(0, 2))
+        squares += xp.sum(x * x, axis=(0, 2))
+    count = n * h * w
+    means = [float(v) / count for v in total]
+    stds = [max(float(q) / count - m * m, 0.0) ** 0.5 for q, m in zip(squares, means)]
+    return tuple(means), tuple(s if s > 1e-6 else 1.0 for s in stds)
 
 
 class DeviceData:
-    """A split's normalized images and labels held on a placement (moved once when they fit)."""
+    """A split's normalized images and labels held on a placement (moved once when they fit). ``mean`` and
+    ``std`` as :func:`normalize` takes them (a number, or one per channel); a per-channel one of another length
+    than the images' channels is a :class:`ShapeError` here, before anything moves."""
 
-    def __init__(self, split: Split, placement: B.Placement, mean: float, std: float, dtype: str = "float32"):
+    def __init__(self, split: Split, placement: B.Placement, mean: Stat, std: Stat, dtype: str = "float32"):
         self.placement = placement
         self.count = len(split)
         self.mean, self.std, self.dtype = mean, std, dtype
         self.resident = split.images.size * 4 <= RESIDENT_LIMIT_BYTES
         self.split = split
+        check_channels(mean, std, image_shape(split.images.shape)[0])
         if self.resident:
             x = normalize(split.images, mean, std)
             self.images = B.from_numpy(host.xp.astype(x, getattr(host.xp, dtype)), placement)
             self.labels = B.from_numpy(split.labels, placement)
 
     def batch(self, indices: host.ndarray) -> tuple[Any, Any]:
-        """Images ``(B, 1, H, W)`` and labels ``(B,)`` at host ``indices``, on the device."""
+        """Images ``(B, C, H, W)`` and labels ``(B,)`` at host ``indices``, on the device."""
         if self.resident:
             xp = self.placement.xp
             if indices[-1] - indices[0] + 1 == len(indices) and bool(host.xp.all(indices[1:] > indices[:-1])):

@@ -33,18 +33,20 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def known_files(infos: Iterable[_Info]) -> dict[str, tuple[str, str]]:
-    """``{sha256: (dataset, part)}`` of every published file (gzip-compressed and raw) of the datasets that are
-    not bundled (a bundled sample's files are its full dataset's)."""
+def known_files(infos: Iterable[_Info]) -> dict[str, tuple[str, str, str | None]]:
+    """``{sha256: (dataset, part, file name)}`` of every published file (gzip-compressed and raw) of the datasets
+    that are not bundled (a bundled sample's files are its full dataset's); the file name is the dataset's own
+    for the part (``info.files``: CIFAR's archive), else None."""
     known = {}
     for info in infos:
         if info.bundled is None:
+            names = getattr(info, "files", {})
             for table in (info.sha256, info.raw_sha256):
-                known.update({digest: (info.name, part) for part, digest in table.items()})
+                known.update({digest: (info.name, part, names.get(part)) for part, digest in table.items()})
     return known
 
 
-def check_file(path: Path, info: _Info, part: str, known: dict[str, tuple[str, str]],
+def check_file(path: Path, info: _Info, part: str, known: dict[str, tuple[str, str, str | None]],
                filenames: dict[str, str]) -> None:
     """Check that ``path`` is dataset ``info``'s file ``part`` (``"train_images"``, ...) by its SHA-256.
 
@@ -57,9 +59,9 @@ def check_file(path: Path, info: _Info, part: str, known: dict[str, tuple[str, s
     if digest in (info.sha256.get(part), info.raw_sha256.get(part)):
         return
     if digest in known:
-        dataset, other = known[digest]
+        dataset, other, name = known[digest]
         if dataset != info.name:
-            raise DataError(f"{path} is {dataset}'s {filenames[other]} (by its SHA-256), not {info.name}'s: "
+            raise DataError(f"{path} is {dataset}'s {name or filenames[other]} (by its SHA-256), not {info.name}'s: "
                             f"pass --dataset {dataset}, or point --data-dir at {info.name}'s files")
         raise DataError(f"{path} is {info.name}'s {filenames[other]} (by its SHA-256), not its {filenames[part]}: "
                         "the files are misnamed; give each file its own name")

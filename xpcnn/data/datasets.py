@@ -1,5 +1,7 @@
-"""MNIST-style datasets: where to find their four IDX files, how to download them safely, and the small
-sample of real MNIST digits that ships inside the package (so that a first run needs no network)."""
+"""The datasets xpcnn knows: MNIST-style ones (where to find their four IDX files, how to download them safely,
+and the small sample of real MNIST digits that ships inside the package, so that a first run needs no network),
+CIFAR-10 and CIFAR-100 (their official archives, read by :mod:`xpcnn.data.cifar`) and ``image-folder`` (a
+user's own PNG/JPEG files, :mod:`xpcnn.data.image_folder`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import urllib.parse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xpcnn.backend import host
 from xpcnn.data import checksums
@@ -47,18 +50,27 @@ class DatasetInfo:
     ``split`` says how they divide, the first ``split[0]`` images to train and the next ``split[1]`` to test.
     ``digits`` says its images are MNIST-style handwritten digits (light on dark, fitted in 20x20 and centred
     by mass in 28x28): ``xpcnn predict`` prepares a user's image the same way, and only resizes the others'.
+
+    ``kind`` says how its files are stored: ``"idx"`` (MNIST's four IDX files), ``"cifar"`` (an official
+    python-version archive, whose file name per part ``files`` gives: ``{"archive": "cifar-10-python.tar.gz"}``)
+    or ``"image-folder"`` (a user's folder of images: no published files, classes or constants). ``mean`` and
+    ``std`` are numbers, or tuples of one per channel (CIFAR's), or None (``image-folder``: the training
+    images' own statistics are used). Datasets of a kind other than ``"idx"`` are photographs: ``xpcnn
+    predict`` only resizes a user's image for them, never inverts it.
     """
 
     name: str
     mirrors: tuple[str, ...]
     sha256: dict[str, str]
     classes: tuple[str, ...]
-    mean: float
-    std: float
+    mean: float | tuple[float, ...] | None
+    std: float | tuple[float, ...] | None
     bundled: Path | None = None
     split: tuple[int, int] | None = None
     raw_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
     digits: bool = False
+    kind: str = "idx"
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 DATASETS = {
@@ -98,14 +110,45 @@ DATASETS = {
         raw_sha256={"test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
                     "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
         digits=True),
+    # The official python-version archives (https://www.cs.toronto.edu/~kriz/cifar.html), SHA-256 as Keras's
+    # and torchvision's loaders pin them. Normalization: the per-channel mean and (population) std of the
+    # training set's 50,000 images scaled to [0, 1], as hlb-CIFAR10 and tinygrad use them for CIFAR-10 and as
+    # weiaicunzai/pytorch-cifar100 gives them for CIFAR-100 (not the often-copied std (0.2023, 0.1994, 0.2010),
+    # which is the std of per-image means).
+    "cifar10": DatasetInfo(
+        "cifar10", ("https://www.cs.toronto.edu/~kriz/",),
+        {"archive": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        (0.4913997551666284, 0.48215855929893703, 0.4465309133731618),
+        (0.24703225141799082, 0.24348516474564, 0.26158783926049628),
+        kind="cifar", files={"archive": "cifar-10-python.tar.gz"}),
+    "cifar100": DatasetInfo(
+        "cifar100", ("https://www.cs.toronto.edu/~kriz/",),
+        {"archive": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"},
+        tuple("apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+              "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
+              "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
+              "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange "
+              "orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit "
+              "raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
+              "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip "
+              "turtle wardrobe whale willow_tree wolf woman worm".split()),
+        (0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
+        (0.2673342858792401, 0.2564384629170883, 0.27615047132568404),
+        kind="cifar", files={"archive": "cifar-100-python.tar.gz"}),
+    # A user's own images, a class per sub-folder (xpcnn/data/image_folder.py): classes from the folder names,
+    # normalization from the training images.
+    "image-folder": DatasetInfo("image-folder", (), {}, (), None, None, kind="image-folder"),
 }
 
 
 @dataclass(repr=False)
 class Split:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64, on the host, the name of the dataset they
-    come from (``None`` for arrays made by hand; :func:`dataset_info` gives its classes and normalization) and
-    the files they were read from (``()`` for arrays made by hand), for messages.
+    """Images ``(N, H, W)`` or ``(N, C, H, W)`` uint8 (MNIST: ``(N, 28, 28)``; CIFAR: ``(N, 3, 32, 32)``) and
+    labels ``(N,)`` int64, on the host, the name of the dataset they come from (``None`` for arrays made by
+    hand; :func:`dataset_info` gives its classes and normalization), the files they were read from (``()`` for
+    arrays made by hand), for messages, and the class names when the files name them (CIFAR's meta file, an
+    image folder's sub-folders; else ``None``: the dataset's).
 
     A sequence of ``(image, label)`` pairs: ``split[i]`` is one, ``split[100:200]`` a Split of the same
     dataset (views, not copies). Raises :class:`ShapeError` when images and labels differ in number.
@@ -115,6 +158,7 @@ class Split:
     labels: host.ndarray
     dataset: str | None = None
     files: tuple[Path, ...] = ()
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         labels = getattr(self.labels, "shape", (len(self.labels),))
@@ -136,7 +180,7 @@ class Split:
     def __getitem__(self, index: int | slice) -> Split | tuple[host.ndarray, host.ndarray]:
         """``split[a:b]``: a :class:`Split` of the same dataset (views); ``split[i]``: ``(image, label)``."""
         if isinstance(index, slice):
-            return Split(self.images[index], self.labels[index], self.dataset, self.files)
+            return Split(self.images[index], self.labels[index], self.dataset, self.files, self.classes)
         return self.images[index], self.labels[index]
 
     def take(self, start: int, stop: int | None = None) -> Split:
@@ -241,20 +285,22 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, parts: tuple[st
 
 
 def _not_found(name: str, data_dir: str | os.PathLike | None, parts: tuple[str, ...],
-               download_error: DataError | None) -> str:
-    """The one-line message of :class:`DatasetNotFound`."""
+               download_error: DataError | None, wanted: str | None = None, supply: str | None = None) -> str:
+    """The one-line message of :class:`DatasetNotFound`: ``wanted`` names the files looked for (default: the IDX
+    files of ``parts``), ``supply`` says how to provide them (default: the four IDX files in a folder)."""
     searched = ", ".join(str(d) for d in search_dirs(name, data_dir))
-    wanted = ", ".join(FILES[p] + "[.gz]" for p in parts)
+    wanted = wanted or ", ".join(FILES[p] + "[.gz]" for p in parts)
+    supply = supply or "put the four IDX files in a folder"
     hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
     here = available(data_dir if data_dir is not None and Path(data_dir).is_dir() else None, wanted=name)
     if data_dir is not None:
-        why = (f"no such folder; pass the folder that holds {name}'s IDX files ({wanted})"
+        why = (f"no such folder; pass the folder that holds {name}'s files ({wanted})"
                if not Path(data_dir).is_dir() else f"looked for {wanted} in {searched}; pass the folder that holds them")
         return (f"--data-dir {data_dir} not found: {why}, or drop --data-dir"
                 + (f"; this machine has: {', '.join(here)}" if here else ""))
     return (f"dataset {name!r} not found: looked for {wanted} in {searched}; "
             + (f"download failed: {download_error}; " if download_error else "")
-            + f"put the four IDX files in a folder and pass --data-dir DIR, or set XPCNN_DATA{hint}"
+            + f"{supply} and pass --data-dir DIR, or set XPCNN_DATA{hint}"
             + (f"; this machine has: {', '.join(here)}" if here else ""))
 
 
@@ -266,6 +312,16 @@ def available(data_dir: str | os.PathLike | None = None, wanted: str | None = No
     folder of only a dataset's test files is listed with ``--split-test-set N``."""
     found = []
     for name, info in DATASETS.items():
+        if info.kind == "cifar":
+            from xpcnn.data import cifar  # reads datasets' helpers: imported when used
+
+            dirs = [d for d in search_dirs(name) if d.name == name]
+            source = cifar.find_source(info, [Path(data_dir), *dirs] if name == wanted and data_dir else dirs)
+            if source is not None and name != wanted:
+                found.append(f"--dataset {name} (in {source.parent})")
+            continue
+        if info.kind != "idx":
+            continue
         if info.bundled is not None:
             if info.split and all(_find(info.bundled, FILES[part]) for part in TEST_PARTS):
                 found.append(f"--dataset {name} (bundled: {info.split[0]:,} train / {info.split[1]:,} test images)")
@@ -382,12 +438,13 @@ def fetch(info: DatasetInfo, part: str) -> Path:
     A mirror is skipped when it does not accept a connection within :data:`CONNECT_TIMEOUT` seconds, and a
     download stalls out after :data:`READ_TIMEOUT`, so without a network this fails within seconds. Raises
     :class:`DataError` in one line: a failed SHA-256 check (the download is deleted), or per mirror why it
-    failed (``"could not download t10k-labels-idx1-ubyte.gz (127.0.0.1:9: connection refused)"``).
+    failed (``"could not download t10k-labels-idx1-ubyte.gz (127.0.0.1:9: connection refused)"``). ``part`` is
+    one of :data:`FILES`' (an IDX dataset's ``.gz`` files) or of ``info.files`` (CIFAR's ``"archive"``).
     """
     import pooch
     pooch.get_logger().setLevel("WARNING")  # the progress bar says what is downloading; errors say the rest
     folder = cache_dir(info.name)
-    filename = FILES[part] + ".gz"
+    filename = info.files.get(part) or FILES[part] + ".gz"
     mirrors = os.environ.get("XPCNN_MIRROR", "").split() or list(info.mirrors)
     failures = []
     for mirror in mirrors:
@@ -420,11 +477,25 @@ def mnist_or_sample() -> tuple[str, str | None]:
     return "mnist", None
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> tuple[Split, Split]:
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True, **options: Any
+         ) -> tuple[Split, Split]:
     """``(train, test)`` splits of dataset ``name``, found or downloaded as :func:`locate` says; a bundled
-    dataset's files divided as its ``split`` says (``"mnist-sample"``: the first 8,000 and the last 2,000).
-    Each split's ``dataset`` is ``name``. Raises :class:`DataError` in one line."""
+    dataset's files divided as its ``split`` says (``"mnist-sample"``: the first 8,000 and the last 2,000);
+    CIFAR's as :func:`xpcnn.data.cifar.load` says; ``"image-folder"``: the images in ``data_dir`` as
+    :func:`xpcnn.data.image_folder.load` says, with its ``options`` (``image_size``, ``channels``,
+    ``val_fraction``, ``seed``). Each split's ``dataset`` is ``name``. Raises :class:`DataError` in one line,
+    TypeError for ``options`` given to another dataset."""
     info = dataset_info(name)
+    if info.kind == "image-folder":
+        from xpcnn.data import image_folder  # imports this module: imported when used
+
+        return image_folder.load(data_dir, **options)
+    if options:
+        raise TypeError(f"datasets.load({name!r}) takes no options ({', '.join(options)}); only image-folder does")
+    if info.kind == "cifar":
+        from xpcnn.data import cifar
+
+        return cifar.load(info, data_dir, download)
     if info.bundled is not None and info.split is not None:
         everything = _bundled_split(info, data_dir)
         return everything.take(0, info.split[0]), everything.take(info.split[0])
@@ -434,8 +505,15 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
 
 
 def load_test_only(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Split:
-    """Only the test split (for folders such as the shared MNIST test set; a bundled dataset's test part)."""
+    """Only the test split (for folders such as the shared MNIST test set; a bundled dataset's test part;
+    CIFAR's test batch alone)."""
     info = dataset_info(name)
+    if info.kind == "image-folder":
+        raise DataError("image-folder has no separate test files: datasets.load('image-folder', DIR) splits them")
+    if info.kind == "cifar":
+        from xpcnn.data import cifar
+
+        return cifar.load(info, data_dir, download, train=False)[1]
     if info.bundled is not None and info.split is not None:
         return _bundled_split(info, data_dir).take(info.split[0])
     paths = locate(name, data_dir, parts=TEST_PARTS, download=download)

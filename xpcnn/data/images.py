@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from xpcnn.backend import host
 from xpcnn.errors import DataError
 
 
-def read_grey(path: str | os.PathLike) -> host.ndarray:
-    """The image in file ``path`` as grey levels ``(H, W)`` float32 in [0, 255], transparency composited.
-
-    An image with transparency (RGBA, LA, a palette or grey image with a transparent colour) is composited
-    onto white when what it draws (its pixels weighted by their opacity) is dark, onto black when it is light.
+def _decoded(path: str | os.PathLike, convert: Callable[[Any], Any]) -> Any:
+    """``convert(image)`` of the image Pillow opens at ``path``, fully decoded inside the file's context.
 
     Raises :class:`DataError` naming the file when it is missing, not an image Pillow reads, or larger than
     Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels).
@@ -38,14 +37,29 @@ def read_grey(path: str | os.PathLike) -> host.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # over the limit: refuse, don't warn
             with Image.open(path) as image:
                 image.load()
-                transparent = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
-                la = image.convert("RGBA").convert("LA") if transparent else image.convert("L")
+                return convert(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: the image is too large to read ({_pixels(path, exc)}, more than the "
                         f"{Image.MAX_IMAGE_PIXELS:,} pixels Pillow reads safely); scale it down, a few hundred "
                         "pixels a side is plenty") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot read it as an image ({exc})") from None
+
+
+def read_grey(path: str | os.PathLike) -> host.ndarray:
+    """The image in file ``path`` as grey levels ``(H, W)`` float32 in [0, 255], transparency composited.
+
+    An image with transparency (RGBA, LA, a palette or grey image with a transparent colour) is composited
+    onto white when what it draws (its pixels weighted by their opacity) is dark, onto black when it is light.
+
+    Raises :class:`DataError` naming the file when it is missing, not an image Pillow reads, or larger than
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels).
+    """
+    def convert(image: Any) -> tuple[Any, bool]:
+        transparent = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+        return (image.convert("RGBA").convert("LA") if transparent else image.convert("L")), transparent
+
+    la, transparent = _decoded(path, convert)
     xp = host.xp
     pixels = xp.astype(xp.asarray(la), xp.float32)
     if not transparent:
@@ -55,6 +69,31 @@ def read_grey(path: str | os.PathLike) -> host.ndarray:
     ink = float(xp.sum(grey * alpha)) / opacity if opacity > 0 else 0.0
     background = 255.0 if ink < 127.5 else 0.0
     return grey * alpha + background * (1.0 - alpha)
+
+
+def read_photo(path: str | os.PathLike, size: int, channels: int = 3) -> host.ndarray:
+    """The image in file ``path`` as uint8 ``(channels, size, size)``: converted to RGB (``channels=3``) or grey
+    (``channels=1``) as torchvision's ImageFolder loader does (``convert("RGB")``; transparency is dropped, the
+    colours under it kept), then resized to ``size`` x ``size`` with bilinear filtering (antialiased when it
+    shrinks; the aspect ratio is not kept, as ``torchvision.transforms.Resize((size, size))``). Never inverted:
+    the way ``image-folder`` and CIFAR images are prepared, for training and for ``xpcnn predict`` alike.
+
+    Raises :class:`DataError` naming the file as :func:`read_grey` says; ValueError for ``channels`` other
+    than 1 or 3 or a ``size`` below 1.
+    """
+    if channels not in (1, 3) or size < 1:
+        raise ValueError(f"read_photo: channels must be 1 or 3 and size positive, got {channels} and {size}")
+
+    def convert(image: Any) -> Any:
+        from PIL import Image
+        converted = image.convert("RGB" if channels == 3 else "L")
+        if converted.size != (size, size):
+            converted = converted.resize((size, size), Image.BILINEAR)
+        return host.xp.asarray(converted)
+
+    xp = host.xp
+    pixels = xp.astype(_decoded(path, convert), xp.uint8)
+    return pixels[None] if channels == 1 else xp.permute_dims(pixels, (2, 0, 1))
 
 
 def _pixels(path: Path, exc: BaseException) -> str:

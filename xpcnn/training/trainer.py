@@ -14,8 +14,10 @@ from tqdm.auto import tqdm
 from xpcnn import backend as B
 from xpcnn.backend import host
 from xpcnn.checkpoint import Checkpoint, save_checkpoint
-from xpcnn.data.batches import DeviceData, image_shape
+from xpcnn.data import normalization
+from xpcnn.data.batches import DeviceData, channel_statistics, check_channels, image_shape
 from xpcnn.data.datasets import Split, dataset_info
+from xpcnn.data.normalization import Normalization
 from xpcnn.distributed.data_parallel import data_parallel
 from xpcnn.errors import DataError, ShapeError, XpcnnError
 from xpcnn.kernels import compile_seconds
@@ -43,8 +45,11 @@ def bar_postfix(loss: float, accuracy: float, images_per_s: float) -> str:
     return f"loss {loss:.4f} acc {accuracy:.4f} {images_per_s:.0f} img/s"
 
 
-def dataset_normalization(split: Split | None) -> tuple[float, float] | None:
-    """The ``(mean, std)`` of the dataset ``split`` comes from (its ``dataset`` name), or None if unknown."""
+def dataset_normalization(split: Split | None) -> Normalization | None:
+    """The ``(mean, std)`` of the dataset ``split`` comes from (its ``dataset`` name): its published constants
+    (per channel for CIFAR's), or, for a dataset without any (``image-folder``, a user's own images), the
+    per-channel statistics of ``split``'s own images (:func:`~xpcnn.data.batches.channel_statistics`). None when
+    the dataset is unknown."""
     name = getattr(split, "dataset", None)
     if not name:
         return None
@@ -52,10 +57,12 @@ def dataset_normalization(split: Split | None) -> tuple[float, float] | None:
         info = dataset_info(name)
     except DataError:
         return None
-    return (float(info.mean), float(info.std))
+    if info.mean is None or info.std is None:
+        return channel_statistics(split.images)  # type: ignore[union-attr]
+    return normalization.checked((info.mean, info.std))
 
 
-def _takes(model: Sequential, shape: tuple[int, int, int, int]) -> bool:
+def model_takes(model: Sequential, shape: tuple[int, int, int, int]) -> bool:
     """Whether ``model`` takes a batch of ``shape``."""
     try:
         model.output_shape(shape)
@@ -64,14 +71,8 @@ def _takes(model: Sequential, shape: tuple[int, int, int, int]) -> bool:
     return True
 
 
-def _checked_normalization(value: Any) -> tuple[float, float]:
-    try:
-        mean, std = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"normalization must be a (mean, std) pair of numbers, got {value!r}") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ValueError(f"normalization must be a finite mean and a positive std, got ({mean}, {std})")
-    return (mean, std)
+def _checked_normalization(value: Any) -> Normalization:
+    return normalization.checked(value)
 
 
 def _no_interrupt() -> None:
@@ -103,11 +104,13 @@ class Trainer:
     ``"cpu"`` trains on NumPy and ``"cuda"`` on CuPy unless ``backend`` names another namespace.
 
     Images are uint8 ``(N, H, W)`` or ``(N, C, H, W)`` (colour: ``(N, 3, H, W)``), scaled to [0, 1] and
-    standardized with ``normalization``, a ``(mean, std)`` pair. Left at None, it is chosen at the first
-    :meth:`fit` (and kept, so evaluation uses the training constants): the constants the model was trained with
-    (``model.normalization``, which :func:`xpcnn.load` restores), else those of the training split's dataset
-    (``split.dataset``, as :func:`xpcnn.data.datasets.load` sets it: Fashion-MNIST's for Fashion-MNIST), else
-    MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins. ``fit`` records the pair in
+    standardized with ``normalization``, a ``(mean, std)`` pair whose entries are each a number (every channel
+    alike) or a sequence of one number per channel (``((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))``).
+    Left at None, it is chosen at the first :meth:`fit` (and kept, so evaluation uses the training constants):
+    the constants the model was trained with (``model.normalization``, which :func:`xpcnn.load` restores), else
+    those of the training split's dataset (``split.dataset``, as :func:`xpcnn.data.datasets.load` sets it:
+    Fashion-MNIST's for Fashion-MNIST, CIFAR-10's per channel for CIFAR-10, the training images' own per-channel
+    statistics for ``image-folder``), else MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins. ``fit`` records the pair in
     ``model.normalization`` and checkpoints record it too. ``progress=False`` makes :meth:`fit` silent by default.
 
     ``distributed=True`` (or an :mod:`xpcnn.distributed` communicator) trains data-parallel over the ranks of an
@@ -122,7 +125,7 @@ class Trainer:
 
     def __init__(self, model: Sequential, optimizer: Optimizer | None = None, loss: SoftmaxCrossEntropy | None = None,
                  device: Any = "cpu", backend: str | None = None, seed: int = 0,
-                 normalization: tuple[float, float] | None = None, schedule: Any = None,
+                 normalization: Normalization | None = None, schedule: Any = None,
                  progress: bool = True, distributed: Any = False) -> None:
         if normalization is not None:
             normalization = _checked_normalization(normalization)
@@ -145,7 +148,7 @@ class Trainer:
         self._saved_totals: dict[str, Any] | None = None   # those of a checkpoint, until its epoch goes on
 
     # -- training -----------------------------------------------------------------------------
-    def _normalization(self, split: Split | None = None) -> tuple[float, float]:
+    def _normalization(self, split: Split | None = None) -> Normalization:
         """The ``(mean, std)`` in use, or the one :meth:`fit` would choose for ``split`` (see the class docstring)."""
         if self.normalization is not None:
             return self.normalization
@@ -191,7 +194,7 @@ class Trainer:
             num_classes = self.model.output_shape(shape)[-1]
         except ShapeError as exc:
             source = " and ".join(str(f) for f in getattr(split, "files", ())) or "the data"
-            taken = [s for s in (28, *range(1, 513)) if _takes(self.model, (1, shape[1], s, s))][:1]
+            taken = [s for s in (28, *range(1, 513)) if model_takes(self.model, (1, shape[1], s, s))][:1]
             fits = f"it takes images of shape {(shape[1], taken[0], taken[0])}" if taken else "no square size fits"
             detail = str(exc).split(";")[0]  # the layer's own advice is about building a model, not the data
             raise ShapeError(f"{source}: images of shape (C, H, W) = {shape[1:]} do not fit the model ({detail}); "
@@ -232,6 +235,7 @@ class Trainer:
         self.normalization = self._normalization(train)  # chosen once: evaluation uses the training constants
         self.model.normalization = self.normalization
         self._checked_shapes(train)
+        check_channels(*self.normalization, image_shape(train.images.shape)[0])
         if self.placement.kind == "cpu":  # a GPU's memory is its own: its library reports running out
             check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
                                8 if self.model.dtype == "float64" else 4)
@@ -432,8 +436,9 @@ class Trainer:
                    if hasattr(layer, "draws")}
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
-                            "normalization": list(self._normalization()), "dropout_streams": dropout,
-                            "epoch_progress": self._epoch_progress(), "world_size": self.parallel.size},
+                            "normalization": normalization.to_json(self._normalization()),
+                            "dropout_streams": dropout, "epoch_progress": self._epoch_progress(),
+                            "world_size": self.parallel.size},
                 "schedule": self.schedule.state_dict() if self.schedule is not None else None,
                 "history": self.history, **self.extra_meta}
 
