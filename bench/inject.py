@@ -31,6 +31,10 @@ POINTS = {
 }
 
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's xpcnn, not another one installed in the environment
+
+
 def install(point: str, count: int, signum: int) -> None:
     """Patch the function of ``point`` so that its ``count``-th call sends ``signum`` to this process (once)."""
     module_name, path = POINTS[point]

@@ -183,7 +183,7 @@ def _train(args: argparse.Namespace, run: SimpleNamespace, comm: Any = None) -> 
     if plots.matplotlib_available():
         plots.plot_history(trainer.history, out / "history.png", model=model.name or args.model,
                      dataset=args.dataset)
-        plots.plot_recall(result["per_class_recall"], classes, out / "recall.png",
+        plots.plot_recall(result["per_class_recall"], trainer.extra_meta["classes"], out / "recall.png",
                      model=model.name or args.model, dataset=args.dataset)
         written += ["history.png", "recall.png"]
     print(f"wrote {', '.join(written)} in {out}" + ("" if plots.matplotlib_available() else
