@@ -1,0 +1,167 @@
+"""Augmentation on the device (xpcnn/data/augment.py): exact crops, flips and cutout on every backend, draws
+that depend on (seed, epoch, batch) only, the flip rate, policies, and a resumed run that augments exactly as an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpcnn.data import augment as A
+from xpcnn.errors import ShapeError
+
+
+def batch(n: int = 6, c: int = 3, h: int = 7, w: int = 9) -> np.ndarray:
+    """Distinct values everywhere, so any misplaced pixel shows."""
+    return np.arange(1, n * c * h * w + 1, dtype=np.float32).reshape(n, c, h, w)
+
+
+def reference_crop(images: np.ndarray, top: np.ndarray, left: np.ndarray, size: tuple[int, int], padding: int,
+                   mode: str) -> np.ndarray:
+    """np.pad, then one slice per image: what RandomCrop must compute."""
+    padded = np.pad(images, ((0, 0), (0, 0), (padding, padding), (padding, padding)), mode=mode)
+    return np.stack([padded[i, :, t:t + size[0], s:s + size[1]] for i, (t, s) in enumerate(zip(top, left))])
+
+
+@pytest.mark.parametrize("mode", A.PADDING_MODES)
+@pytest.mark.parametrize("size", [None, 5, (4, 8), (11, 13)])
+def test_crop_matches_padding_then_slicing(backend, mode: str, size) -> None:
+    x = batch()
+    crop = A.RandomCrop(size, padding=2, padding_mode=mode)
+    out = backend.numpy(crop(backend.asarray(x), (3, 1, 4)))
+    top, left = crop.offsets((3, 1, 4), 6, 7, 9)
+    hw = crop.output_size(7, 9)
+    assert out.shape == (6, 3, *hw) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, reference_crop(x, top, left, hw, 2, mode))
+
+
+def test_crop_of_a_known_image_at_a_known_offset(backend) -> None:
+    x = batch(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+    crop = A.RandomCrop(padding=1)
+    key = next(k for k in ((0, 0, b) for b in range(100)) if tuple(crop.offsets(k, 1, 3, 3)) == (0, 2))
+    out = backend.numpy(crop(backend.asarray(x), key))  # one row down, one column left: zeros enter top-right
+    np.testing.assert_array_equal(out[0, 0], [[0, 0, 0], [2, 3, 0], [5, 6, 0]])
+
+
+def test_flip_mirrors_exactly_the_drawn_images(backend) -> None:
+    x = batch(16)
+    flip = A.RandomHorizontalFlip(0.5)
+    out = backend.numpy(flip(backend.asarray(x), (0, 2, 5)))
+    flipped = flip.flips((0, 2, 5), 16)
+    assert 0 < flipped.sum() < 16
+    np.testing.assert_array_equal(out[flipped], x[flipped][..., ::-1])
+    np.testing.assert_array_equal(out[~flipped], x[~flipped])
+
+
+def test_cutout_zeroes_one_clipped_square_per_image(backend) -> None:
+    x = batch(8, 2, 10, 12)
+    cut = A.Cutout(4)
+    out = backend.numpy(cut(backend.asarray(x), (1, 0, 0)))
+    cy, cx = cut.centres((1, 0, 0), 8, 10, 12)
+    expected = x.copy()
+    for i in range(8):
+        top, left = max(cy[i] - 2, 0), max(cx[i] - 2, 0)
+        expected[i, :, top:cy[i] + 2, left:cx[i] + 2] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_float64_batches_stay_float64(backend) -> None:
+    x = backend.asarray(batch().astype(np.float64))
+    out = A.Compose([A.RandomCrop(padding=2), A.RandomHorizontalFlip(), A.Cutout(3)])(x, (0, 0, 0))
+    assert out.dtype == x.dtype and tuple(out.shape) == (6, 3, 7, 9)
+
+
+def test_same_key_same_result_on_every_backend(backend) -> None:
+    """The draws are made on the host from the key alone: every backend gives NumPy's result, bit for bit."""
+    x = np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)
+    policy = A.policy("crop-reflect:3+flip+cutout:5", 16, 16)
+    expected = policy(x, (7, 2, 11))
+    np.testing.assert_array_equal(backend.numpy(policy(backend.asarray(x), (7, 2, 11))), expected)
+
+
+def test_draws_depend_on_seed_epoch_and_batch() -> None:
+    x = np.random.default_rng(0).standard_normal((64, 1, 12, 12)).astype(np.float32)
+    policy = A.policy("crop+flip", 12, 12)
+    keys = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    outs = [policy(x, key) for key in keys]
+    np.testing.assert_array_equal(policy(x, (0, 0, 0)), outs[0])
+    for i in range(len(outs)):
+        for j in range(i):
+            assert not np.array_equal(outs[i], outs[j]), (keys[i], keys[j])
+
+
+def test_each_part_of_a_policy_draws_its_own_numbers() -> None:
+    crop = A.RandomCrop(padding=4)
+    flip = A.RandomHorizontalFlip()
+    top, _ = crop.offsets((0, 0, 0, 0), 1000, 32, 32)
+    flips = flip.flips((0, 0, 0, 1), 1000)
+    assert abs(np.corrcoef(top, flips)[0, 1]) < 0.1
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 1.0])
+def test_flip_rate_is_p(p: float) -> None:
+    flip = A.RandomHorizontalFlip(p)
+    rate = np.mean([flip.flips((0, 0, b), 500) for b in range(20)])
+    assert abs(rate - p) < 0.02  # 10,000 draws: 4.5 standard deviations at p = 0.5
+
+
+def test_crop_offsets_are_uniform() -> None:
+    crop = A.RandomCrop(padding=4)
+    top, left = crop.offsets((5, 0, 0), 9000, 32, 32)
+    for values in (top, left):
+        counts = np.bincount(values, minlength=9)
+        assert len(counts) == 9 and counts.min() > 850 and counts.max() < 1150  # 1000 each expected
+
+
+@pytest.mark.parametrize(("make", "fragment"), [
+    (lambda: A.RandomCrop(padding=-1), "non-negative int"),
+    (lambda: A.RandomCrop(0), "positive int"),
+    (lambda: A.RandomCrop(padding=2, padding_mode="wrap"), "padding_mode must be one of"),
+    (lambda: A.RandomHorizontalFlip(1.5), "in [0, 1]"),
+    (lambda: A.Cutout(0), "positive int"),
+])
+def test_bad_arguments_are_one_line(make, fragment: str) -> None:
+    with pytest.raises(ValueError, match=None) as info:
+        make()
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_impossible_crops_raise_shape_error() -> None:
+    with pytest.raises(ShapeError, match="cannot cut 12x12 windows from 7x9 images padded to 9x11"):
+        A.RandomCrop(12, padding=1)(batch(), (0, 0, 0))
+    with pytest.raises(ShapeError, match="takes at most 6 pixels"):
+        A.RandomCrop(padding=7, padding_mode="reflect")(batch(), (0, 0, 0))
+    with pytest.raises(ShapeError, match=r"\(N, C, H, W\)"):
+        A.RandomHorizontalFlip()(batch()[0], (0, 0, 0))
+
+
+@pytest.mark.parametrize(("text", "size", "digits", "expected"), [
+    ("default", 32, False, "Compose([RandomCrop(size=None, padding=4, padding_mode='constant'), "
+                           "RandomHorizontalFlip(p=0.5)])"),
+    ("default", 28, True, "Compose([RandomCrop(size=None, padding=2, padding_mode='constant')])"),
+    ("crop-reflect:3+cutout", 32, False, "Compose([RandomCrop(size=None, padding=3, padding_mode='reflect'), "
+                                         "Cutout(size=16)])"),
+    (" Flip+crop ", 28, False, "Compose([RandomHorizontalFlip(p=0.5), RandomCrop(size=None, padding=2, "
+                               "padding_mode='constant')])"),
+    ("none", 32, False, "None"),
+])
+def test_policies(text: str, size: int, digits: bool, expected: str) -> None:
+    assert repr(A.policy(text, size, size, digits=digits)) == expected
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("rotate", "unknown augmentation 'rotate'"),
+    ("flip:2", "flip takes no number"),
+    ("crop:x", "crop takes a non-negative int padding"),
+    ("cutout:0", "cutout takes a positive int size"),
+    ("crop+crop", "appears twice"),
+])
+def test_bad_policies_are_one_line(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        A.parse_policy(text)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_flipping_digits_is_refused() -> None:
+    with pytest.raises(ValueError, match="a mirrored digit is another digit or none; drop flip"):
+        A.policy("crop+flip", 28, 28, digits=True)
