@@ -165,3 +165,83 @@ def test_bad_policies_are_one_line(text: str, fragment: str) -> None:
 def test_flipping_digits_is_refused() -> None:
     with pytest.raises(ValueError, match="a mirrored digit is another digit or none; drop flip"):
         A.policy("crop+flip", 28, 28, digits=True)
+
+
+# -- through the Trainer -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    from xpcnn.data import datasets
+    return datasets.load_test_only("mnist", mnist_dir).take(0, 192)
+
+
+def _train(split, augment, epochs: int = 2, interrupt_at: int | None = None, resume_from=None, out=None):
+    """seed-simple, SGD, batch 32 (6 steps an epoch); SIGINT after step ``interrupt_at`` (counted from 1)."""
+    import os
+    import signal
+
+    import xpcnn
+    from xpcnn.checkpoint import load_checkpoint
+    from xpcnn.training import ModelCheckpoint, Trainer, TrainingInterrupted
+    model = xpcnn.models.build("seed-simple", seed=3)
+    optimizer = xpcnn.optim.SGD(model, 0.05, momentum=0.9)
+    trainer = Trainer(model, optimizer, seed=5, progress=False, augment=augment)
+    if resume_from is not None:
+        trainer.restore(load_checkpoint(resume_from))
+    if interrupt_at is not None:
+        step = optimizer.step
+
+        def step_then_signal() -> None:
+            step()
+            if optimizer.step_count == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)  # acted on once the step is counted
+        optimizer.step = step_then_signal
+        with pytest.raises(TrainingInterrupted):
+            trainer.fit(split, epochs=epochs, batch_size=32, callbacks=[ModelCheckpoint(out)])
+    else:
+        trainer.fit(split, epochs=epochs, batch_size=32)
+    return trainer
+
+
+def test_a_run_resumed_mid_epoch_augments_as_an_uninterrupted_one(digits, tmp_path) -> None:
+    augment = A.policy("crop+cutout:6", 28, 28, digits=True)
+    whole = _train(digits, augment)
+    _train(digits, augment, interrupt_at=9, out=tmp_path)  # step 3 of epoch 2
+    from xpcnn.checkpoint import load_checkpoint
+    assert load_checkpoint(tmp_path / "last.npz").meta["trainer"]["batch_in_epoch"] == 3
+    resumed = _train(digits, augment, resume_from=tmp_path / "last.npz")
+    expected, got = whole.model.state_dict(), resumed.model.state_dict()
+    assert [name for name in expected if not np.array_equal(np.asarray(expected[name]), np.asarray(got[name]))] == []
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    plain = _train(digits, None)
+    assert not np.array_equal(np.asarray(plain.model.state_dict()["0.weight"]),
+                              np.asarray(whole.model.state_dict()["0.weight"]))  # the augmentation took part
+
+
+def test_augment_sees_each_training_batch_with_its_key(digits) -> None:
+    calls = []
+
+    def record(x, key):
+        calls.append((tuple(x.shape), key))
+        return x
+    _train(digits.take(0, 80), record)
+    assert calls == [((32 if b < 2 else 16, 1, 28, 28), (5, e, b)) for e in range(2) for b in range(3)]
+
+
+def test_evaluation_and_prediction_never_augment(digits) -> None:
+    import xpcnn
+    from xpcnn.training import Trainer
+
+    def refuse(x, key):
+        raise AssertionError("augmented outside training")
+    model = xpcnn.models.build("seed-simple")
+    trainer = Trainer(model, xpcnn.optim.SGD(model, 0.01), progress=False, augment=refuse)
+    assert trainer.evaluate(digits)["accuracy"] >= 0
+    assert trainer.predict(digits.images[:5]).shape == (5, 10)
+
+
+def test_augment_must_be_callable() -> None:
+    import xpcnn
+    from xpcnn.training import Trainer
+    with pytest.raises(TypeError, match="augment must be a callable"):
+        Trainer(xpcnn.models.build("seed-simple"), augment="crop+flip")

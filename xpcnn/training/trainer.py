@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,21 @@ class Trainer:
     (``split.dataset``, as :func:`xpcnn.data.datasets.load` sets it: Fashion-MNIST's for Fashion-MNIST), else
     MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins. ``fit`` records the pair in
     ``model.normalization`` and checkpoints record it too. ``progress=False`` makes :meth:`fit` silent by default.
+
+    ``augment`` (e.g. :func:`xpcnn.data.augment.policy` or a :class:`~xpcnn.data.augment.Compose` of
+    :mod:`xpcnn.data.augment`'s transforms) is applied to each training batch ``(N, C, H, W)`` on the device, after
+    normalization, as ``augment(x, (seed, epoch, batch))`` (0-based epoch and batch in the epoch): the draws depend
+    on those three numbers only, so a resumed run augments exactly as an uninterrupted one. Evaluation and
+    prediction never augment.
     """
 
     def __init__(self, model: Sequential, optimizer: Optimizer | None = None, loss: SoftmaxCrossEntropy | None = None,
                  device: Any = "cpu", backend: str | None = None, seed: int = 0,
                  normalization: tuple[float, float] | None = None, schedule: Any = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, augment: Callable[[Any, tuple[int, int, int]], Any] | None = None) -> None:
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a callable (x, key) -> x such as xpcnn.data.augment.policy("
+                            f"'crop+flip', 32, 32), got {augment!r}")
         if normalization is not None:
             normalization = _checked_normalization(normalization)
         self.model = model.to(device, backend)
@@ -122,6 +131,7 @@ class Trainer:
             optimizer.load_state_dict(optimizer.state_dict())  # its slots follow the model's device
         self.loss = loss or SoftmaxCrossEntropy()
         self.seed, self.normalization, self.schedule, self.progress = seed, normalization, schedule, progress
+        self.augment = augment
         self.epoch = 0            # epochs finished
         self.batch_in_epoch = 0   # batches finished in the current epoch
         self.global_step = 0
@@ -271,7 +281,10 @@ class Trainer:
         unread: list[Any] = []  # the steps' losses since the running loss was last read: to name the bad step
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
         try:
-            for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
+            batches = data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch)
+            for batch, (x, y) in enumerate(batches, start=self.batch_in_epoch):
+                if self.augment is not None:  # the draws depend on (seed, epoch, batch) alone: resumable
+                    x = self.augment(x, (self.seed, self.epoch, batch))
                 logits = model.forward(x)
                 value = self.loss.forward(logits, y)
                 model.backward(self.loss.backward(), need_input_grad=False)
