@@ -245,3 +245,119 @@ def test_augment_must_be_callable() -> None:
     from xpcnn.training import Trainer
     with pytest.raises(TypeError, match="augment must be a callable"):
         Trainer(xpcnn.models.build("seed-simple"), augment="crop+flip")
+
+
+@pytest.mark.parametrize(("text", "size", "digits", "expected"), [
+    ("default", 32, False, "crop:4+flip"), ("default", 28, True, "crop:2"), ("DEFAULT", 28, False, "crop:2+flip"),
+    ("crop:3+cutout", 32, False, "crop:3+cutout:16"), ("flip+crop-reflect", 64, False, "flip+crop-reflect:4"),
+    ("none", 32, False, "none"),
+])
+def test_resolved_policies_name_every_default(text: str, size: int, digits: bool, expected: str) -> None:
+    assert A.resolve_policy(text, size, size, digits) == expected
+    assert repr(A.policy(expected, size, size)) == repr(A.policy(text, size, size, digits))
+
+
+# -- xpcnn train --augment (real processes) ----------------------------------------------------------------------
+
+SAMPLE_RUN = ["train", "--dataset", "mnist-sample", "--model", "seed-simple", "--limit-train", "256",
+              "--batch-size", "64", "--epochs", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def augmented_run(tmp_path_factory):
+    from test_cli import run_cli
+    out = tmp_path_factory.mktemp("augmented")
+    result = run_cli(*SAMPLE_RUN, "--augment", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+@pytest.mark.subprocesses
+def test_augment_alone_crops_digits_and_is_recorded(augmented_run) -> None:
+    from xpcnn.checkpoint import load_checkpoint
+    out, result = augmented_run
+    assert ", augment crop:2," in result.stderr.splitlines()[0]
+    assert load_checkpoint(out / "last.npz").meta["training"]["augment"] == "crop:2"
+
+
+@pytest.mark.subprocesses
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--augment", "crop+flip"], "a mirrored digit is another digit or none; drop flip (e.g. --augment crop)"),
+    (["--augment", "rotate"], "argument --augment: unknown augmentation 'rotate' in 'rotate': use default, none"),
+    (["--augment", "crop-reflect:30"], "reflect padding of 28x28 images takes at most 27 pixels"),
+])
+def test_bad_augment_flags_are_one_line(tmp_path, args, fragment: str) -> None:
+    from test_cli import assert_one_line_error, run_cli
+    assert_one_line_error(run_cli(*SAMPLE_RUN, *args, "--out", str(tmp_path)), fragment)
+
+
+@pytest.mark.subprocesses
+def test_resume_keeps_the_augmentation_and_refuses_another(augmented_run, tmp_path) -> None:
+    import shutil
+
+    from test_cli import assert_one_line_error, run_cli
+    from xpcnn.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    shutil.copytree(augmented_run[0], out)
+    last = str(out / "last.npz")
+    assert_one_line_error(run_cli("train", "--resume", last, "--augment", "crop:3", "--epochs", "2"),
+                          f"--augment crop:3 (crop:3) differs from the run in {last} (augment: crop:2)")
+    result = run_cli("train", "--resume", last, "--augment", "--epochs", "2", "--no-progress")  # the same policy
+    assert result.returncode == 0, result.stderr
+    first_line = next(line for line in result.stderr.splitlines() if line.startswith("training "))
+    assert ", augment crop:2," in first_line and "resumed at epoch 2" in first_line
+    assert load_checkpoint(out / "last.npz").meta["training"]["augment"] == "crop:2"
+
+
+def test_a_checkpoint_with_a_bad_policy_is_one_error(augmented_run, tmp_path) -> None:
+    from xpcnn.backend import host
+    from xpcnn.checkpoint import load_checkpoint
+    from xpcnn.errors import CheckpointError
+    arrays, header = host.load_arrays(augmented_run[0] / "last.npz")
+    header["training"]["augment"] = "rotate:90"
+    host.save_arrays(tmp_path / "bad.npz", arrays, header)
+    with pytest.raises(CheckpointError, match="header field training.augment: expected an augmentation policy"):
+        load_checkpoint(tmp_path / "bad.npz")
+
+
+#: test_interrupts.py's run (mnist-cnn, with dropout; 2 epochs of 8 steps) with crops and cutout.
+INTERRUPTED_RUN = ["train", "--model", "mnist-cnn", "--dataset", "mnist", "--data-dir", "SAMPLE",
+                   "--split-test-set", "9500", "--limit-train", "256", "--batch-size", "32", "--epochs", "2",
+                   "--augment", "crop+cutout:8", "--no-progress"]
+
+
+def xpcnn(*args: str, at: str | None = None, sig: str = "SIGINT"):
+    """test_interrupts.py's runner, with this checkout's xpcnn first on the path: bench/inject.py runs as a
+    script, whose own folder, not the working directory, heads sys.path (an installed xpcnn would be imported)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "bench" / "inject.py"), "--at", at, "--signal", sig, "--"] if at else \
+        [sys.executable, "-m", "xpcnn.cli.main"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.subprocesses
+def test_an_interrupted_augmented_run_resumes_bit_for_bit(tmp_path) -> None:
+    from test_interrupts import outcome
+
+    from xpcnn.data import datasets
+    run = [str(datasets.SAMPLE_DIR) if a == "SAMPLE" else a for a in INTERRUPTED_RUN]
+    whole = xpcnn(*run, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    plain = xpcnn(*[a for a in run if a not in ("--augment", "crop+cutout:8")], "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    expected_arrays, expected_history = outcome(tmp_path / "whole")
+    assert expected_history != outcome(tmp_path / "plain")[1]  # the augmentation took part
+    for at in ("forward:3", "backward:12"):  # mid-epoch 1 (SIGINT) and mid-epoch 2 (SIGTERM)
+        out = tmp_path / at.replace(":", "-")
+        first = xpcnn(*run, "--out", str(out), at=at, sig="SIGINT" if at.startswith("forward") else "SIGTERM")
+        assert first.returncode == 130, first.stderr
+        resumed = xpcnn("train", "--resume", str(out / "last.npz"), "--no-progress")
+        assert resumed.returncode == 0, resumed.stderr
+        arrays, history = outcome(out)
+        assert [name for name in arrays if not np.array_equal(arrays[name], expected_arrays[name])] == []
+        assert history == expected_history

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xpcnn import models, optim, strict_json
 from xpcnn.checkpoint import load_checkpoint
-from xpcnn.cli import outputs, run_config, train_settings
+from xpcnn.cli import augment_settings, outputs, run_config, train_settings
 from xpcnn.cli.common import (
     add_data_arguments,
     add_device_arguments,
@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="learning rate (default: 0.01 for sgd, 0.001 for adam/adamw)")
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum (default: 0.9)")
     train_settings.add_arguments(p)
+    augment_settings.add_argument(p)
     p.add_argument("--seed", type=int, help="weights, shuffling and dropout seed (default: 0)")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N images only")
     p.add_argument("--out", type=Path,
@@ -79,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
             hyper["betas"] = tuple(hyper["betas"])
         optimizer = opt_cls(model, **hyper)
         run_settings = train_settings.settings(args, checkpoint)
+        run_settings["augment"] = augment_settings.settings(args, train, info, checkpoint)
     else:
         run_settings = train_settings.settings(args)
+        run_settings["augment"] = augment_settings.settings(args, train, info)
         model = models.build(args.model, seed=args.seed)
         extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
         if args.weight_decay is not None:
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     config["out"] = str(out.resolve())
     trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=args.seed,
                       normalization=(info.mean, info.std), progress=not args.no_progress,
-                      schedule=train_settings.build_schedule(run_settings, optimizer))
+                      schedule=train_settings.build_schedule(run_settings, optimizer),
+                      augment=augment_settings.build(run_settings["augment"], train, info))
     trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes), "run": config,
                           "training": run_settings}  # next to the optimizer's; --resume takes them back
     stopper = train_settings.build_early_stopping(run_settings)
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                                                            if trainer.batch_in_epoch else "") if checkpoint else ""
     print(f"training {model.name or args.model} on {args.dataset} ({len(train)} train / {len(test)} test images) "
           f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}"
-          f"{train_settings.describe(run_settings, optimizer)}, batch size {args.batch_size}, into {out}{resumed}",
+          f"{train_settings.describe(run_settings, optimizer)}{augment_settings.describe(run_settings['augment'])}"
+          f", batch size {args.batch_size}, into {out}{resumed}",
           file=sys.stderr)
     epochs_before = trainer.epoch
     try:

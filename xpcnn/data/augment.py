@@ -237,6 +237,29 @@ def parse_policy(text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parts)
 
 
+def resolve_policy(text: str, height: int, width: int, digits: bool = False) -> str:
+    """Policy ``text`` with every default filled in for ``height x width`` images, as :func:`policy` reads it:
+    ``"default"`` on 32x32 colour images gives ``"crop:4+flip"``, on 28x28 digits ``"crop:2"``; "none" stays.
+
+    Two texts that resolve alike build the same augmentation (a checkpoint records this form). Raises ValueError
+    as :func:`policy` does.
+    """
+    parts = parse_policy(text)
+    if parts == (("default", None),):
+        parts = (("crop", None),) if digits else (("crop", None), ("flip", None))
+    if digits and any(name == "flip" for name, _ in parts):
+        raise ValueError(f"augmentation {text.strip()!r} flips handwritten digits, and a mirrored digit is another "
+                         "digit or none; drop flip (e.g. --augment crop)")
+    resolved = []
+    for name, number in parts:
+        if name.startswith("crop") and number is None:
+            number = 4 if min(height, width) >= 32 else 2
+        elif name == "cutout" and number is None:
+            number = max(1, min(height, width) // 2)
+        resolved.append(name if number is None else f"{name}:{number}")
+    return "+".join(resolved) or "none"
+
+
 def policy(text: str, height: int, width: int, digits: bool = False) -> Compose | None:
     """The augmentation named by ``text`` (``xpcnn train --augment``) for ``height x width`` images, or None.
 
@@ -250,22 +273,15 @@ def policy(text: str, height: int, width: int, digits: bool = False) -> Compose 
 
     "default" is ``crop+flip``, or ``crop`` alone on ``digits`` (datasets of handwritten digits, where a mirrored
     image is another digit or none). Raises ValueError (one line) for a text :func:`parse_policy` refuses and
-    for ``flip`` on ``digits``.
+    for ``flip`` on ``digits``; :class:`ShapeError` for reflect padding too wide for the images.
     """
-    parts = parse_policy(text)
-    if parts == (("default", None),):
-        parts = (("crop", None),) if digits else (("crop", None), ("flip", None))
-    if digits and any(name == "flip" for name, _ in parts):
-        raise ValueError(f"augmentation {text.strip()!r} flips handwritten digits, and a mirrored digit is another "
-                         "digit or none; drop flip (e.g. --augment crop)")
     transforms: list[Any] = []
-    for name, number in parts:
+    for name, number in parse_policy(resolve_policy(text, height, width, digits)):
         if name.startswith("crop"):
-            padding = number if number is not None else (4 if min(height, width) >= 32 else 2)
-            transforms.append(RandomCrop(None, padding, "reflect" if name == "crop-reflect" else "constant"))
+            transforms.append(RandomCrop(None, number, "reflect" if name == "crop-reflect" else "constant"))
             transforms[-1].output_size(height, width)  # a padding too wide for reflect: say so now
         elif name == "flip":
             transforms.append(RandomHorizontalFlip(0.5))
         else:
-            transforms.append(Cutout(number if number is not None else max(1, min(height, width) // 2)))
+            transforms.append(Cutout(number))
     return Compose(transforms) if transforms else None
