@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum (default: 0.9)")
     train_settings.add_arguments(p)
     augment_settings.add_argument(p)
-    p.add_argument("--seed", type=int, help="weights, shuffling and dropout seed (default: 0)")
+    p.add_argument("--seed", type=int, help="weights, shuffling, dropout and augmentation seed (default: 0)")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N images only")
     p.add_argument("--out", type=Path,
                    help="output folder (default: runs/<model>-<dataset>; on --resume: the checkpoint's folder)")
