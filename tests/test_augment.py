@@ -24,15 +24,25 @@ def reference_crop(images: np.ndarray, top: np.ndarray, left: np.ndarray, size: 
 
 
 @pytest.mark.parametrize("mode", A.PADDING_MODES)
-@pytest.mark.parametrize("size", [None, 5, (4, 8), (11, 13)])
-def test_crop_matches_padding_then_slicing(backend, mode: str, size) -> None:
-    x = batch()
-    crop = A.RandomCrop(size, padding=2, padding_mode=mode)
+@pytest.mark.parametrize(("size", "padding"), [(None, 2), (5, 2), ((4, 8), 2), ((11, 13), 2), ((2, 2), 5)])
+def test_crop_matches_padding_then_slicing(backend, mode: str, size, padding: int) -> None:
+    x = batch(40)  # (2, 2) windows of images padded by 5: some lie wholly in the padding
+    crop = A.RandomCrop(size, padding=padding, padding_mode=mode)
     out = backend.numpy(crop(backend.asarray(x), (3, 1, 4)))
-    top, left = crop.offsets((3, 1, 4), 6, 7, 9)
+    top, left = crop.offsets((3, 1, 4), 40, 7, 9)
     hw = crop.output_size(7, 9)
-    assert out.shape == (6, 3, *hw) and out.dtype == np.float32
-    np.testing.assert_array_equal(out, reference_crop(x, top, left, hw, 2, mode))
+    assert out.shape == (40, 3, *hw) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, reference_crop(x, top, left, hw, padding, mode))
+
+
+def test_the_numpy_kernel_equals_the_reference_gather() -> None:
+    from xpcnn.ops.crop import crop_windows
+    x = np.random.default_rng(1).standard_normal((64, 3, 12, 10))
+    crop = A.RandomCrop((6, 7), padding=6)
+    top, left = crop.offsets((0, 0, 0), 64, 12, 10)
+    args = (x, top, left, (6, 7), 6, "constant")
+    np.testing.assert_array_equal(crop_windows(*args), crop_windows.reference(*args))
+    assert crop_windows(*args).dtype == np.float64
 
 
 def test_crop_of_a_known_image_at_a_known_offset(backend) -> None:

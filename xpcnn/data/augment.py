@@ -7,7 +7,8 @@ a resumed one included, without any saved random state (the idea of :func:`xpcnn
 
 The draws are a few numbers per image (an offset, a coin), made on the host by NumPy's generator seeded with
 ``key`` and moved to the device; the pixels move on the device, written once against the Array API (one gather
-for a crop, one ``where`` for a flip or a cutout; nothing is written in place, so JAX works too). The same key
+for a crop, :func:`xpcnn.ops.crop.crop_windows`, which NumPy replaces with slice copies; one ``where`` for a flip
+or a cutout; nothing is written in place, so JAX works too). The same key
 therefore gives bit-identical results on NumPy, CuPy, PyTorch, JAX and array_api_strict.
 
 Padding and cutout fill with 0 in normalized units, that is with the dataset's mean colour (as He et al.'s
@@ -21,8 +22,9 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.errors import ShapeError
+from xpcnn.ops.crop import crop_windows
 
-__all__ = ["Compose", "Cutout", "RandomCrop", "RandomHorizontalFlip"]
+__all__ = ["Compose", "Cutout", "RandomCrop", "RandomHorizontalFlip", "parse_policy", "policy", "resolve_policy"]
 
 #: Mixed into every seed here, so augmentation never draws what the shuffle or the weights draw.
 _STREAM = 0x617567  # "aug"
@@ -44,19 +46,6 @@ def _check_batch(x: Any, name: str) -> tuple[int, int, int, int]:
     if len(x.shape) != 4:
         raise ShapeError(f"{name} takes a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
     return tuple(int(d) for d in x.shape)  # type: ignore[return-value]
-
-
-def _source_index(xp: Any, target: Any, length: int, mode: str) -> tuple[Any, Any]:
-    """Indices in ``[0, length)`` of padded positions ``target`` (int array, may lie outside), and a boolean
-    array saying which positions are inside (None unless ``mode`` is "constant", whose outside is filled)."""
-    if mode == "reflect":  # ... 2 1 | 0 1 2 ... n-1 | n-2 n-3 ...
-        target = xp.abs(target)
-        return xp.where(target > length - 1, 2 * (length - 1) - target, target), None
-    if mode == "symmetric":  # ... 1 0 | 0 1 2 ... n-1 | n-1 n-2 ...
-        target = xp.where(target < 0, -target - 1, target)
-        return xp.where(target > length - 1, 2 * length - 1 - target, target), None
-    inside = (target >= 0) & (target < length) if mode == "constant" else None
-    return xp.clip(target, 0, length - 1), inside
 
 
 class RandomCrop:
@@ -113,22 +102,10 @@ class RandomCrop:
         return top, left
 
     def __call__(self, x: Any, key: Sequence[int]) -> Any:
-        n, c, height, width = _check_batch(x, "RandomCrop")
+        n, _, height, width = _check_batch(x, "RandomCrop")
         h, w = self.output_size(height, width)
-        xp = B.namespace_of(x)
         top, left = (_on_device(v, x) for v in self.offsets(key, n, height, width))
-        idx = top.dtype  # int64, or int32 on JAX without x64
-        rows = top[:, None] + (xp.arange(h, dtype=idx, device=B.device_of(x)) - self.padding)  # (n, h), padded
-        cols = left[:, None] + (xp.arange(w, dtype=idx, device=B.device_of(x)) - self.padding)  # -> unpadded
-        rows, rows_inside = _source_index(xp, rows, height, self.padding_mode)
-        cols, cols_inside = _source_index(xp, cols, width, self.padding_mode)
-        image = xp.reshape(xp.arange(n * c, dtype=idx, device=B.device_of(x)), (n, c, 1, 1)) * (height * width)
-        flat = image + (rows * width)[:, None, :, None] + cols[:, None, None, :]  # (n, c, h, w) into x's values
-        out = xp.reshape(xp.take(xp.reshape(x, (-1,)), xp.reshape(flat, (-1,)), axis=0), (n, c, h, w))
-        if rows_inside is None:
-            return out
-        inside = rows_inside[:, None, :, None] & cols_inside[:, None, None, :]
-        return xp.where(inside, out, xp.zeros((), dtype=x.dtype, device=B.device_of(x)))
+        return crop_windows(x, top, left, (h, w), self.padding, self.padding_mode)
 
 
 class RandomHorizontalFlip:
