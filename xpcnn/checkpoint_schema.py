@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xpcnn.data.augment import parse_policy
 from xpcnn.errors import CheckpointError
 from xpcnn.layers import LAYER_TYPES
 from xpcnn.optim import SGD, Adam, AdamW
@@ -245,12 +246,25 @@ def _classes(value: Any, field: str) -> None:
          )(value, field)
 
 
+def _policy(value: Any) -> bool:
+    try:
+        parse_policy(value)
+    except ValueError:
+        return False
+    return True
+
+
+#: ``xpcnn train --augment``'s recorded policy (xpcnn/cli/augment_settings.py).
+AUGMENT_POLICY = Rule("an augmentation policy such as 'none' or 'crop:4+flip'",
+                      lambda v: isinstance(v, str) and _policy(v))
+
+
 def _training(value: Any, field: str) -> None:
     if value is None:
         return
     _section(value, field, {}, {"schedule": one_of(*SCHEDULES), "step_size": optional(POSITIVE_INT),
                                 "gamma": optional(POSITIVE), "t_max": optional(POSITIVE_INT),
-                                "early_stopping": optional(POSITIVE_INT)})
+                                "early_stopping": optional(POSITIVE_INT), "augment": AUGMENT_POLICY})
     needs = {"step": ("step_size", "gamma"), "cosine": ("t_max",)}.get(value.get("schedule"), ())
     for key in needs:
         if value.get(key) is None:

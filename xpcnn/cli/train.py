@@ -10,7 +10,7 @@ from typing import Any
 
 from xpcnn import models, optim, strict_json
 from xpcnn.checkpoint import load_checkpoint
-from xpcnn.cli import outputs, run_config, train_settings
+from xpcnn.cli import augment_settings, outputs, run_config, train_settings
 from xpcnn.cli.common import (
     add_data_arguments,
     add_device_arguments,
@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="learning rate (default: 0.01 for sgd, 0.001 for adam/adamw)")
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum (default: 0.9)")
     train_settings.add_arguments(p)
-    p.add_argument("--seed", type=int, help="weights, shuffling and dropout seed (default: 0)")
+    augment_settings.add_argument(p)
+    p.add_argument("--seed", type=int, help="weights, shuffling, dropout and augmentation seed (default: 0)")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N images only")
     p.add_argument("--out", type=Path,
                    help="output folder (default: runs/<model>-<dataset>; on --resume: the checkpoint's folder)")
@@ -113,8 +114,10 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
             hyper["lr"] = config["lr"] or (checkpoint.meta.get("schedule") or {}).get("base_lr")  # (restored next)
         optimizer = opt_cls(model, **hyper)
         run_settings = train_settings.settings(args, checkpoint)
+        run_settings["augment"] = augment_settings.settings(args, train, info, checkpoint)
     else:
         run_settings = train_settings.settings(args)
+        run_settings["augment"] = augment_settings.settings(args, train, info)
         model = _fitted_head(models.build(args.model, seed=args.seed), len(train.classes or info.classes), args.seed)
         extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
         if args.weight_decay is not None:
@@ -126,7 +129,8 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
     classes = list(train.classes or info.classes)
     trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=args.seed,
                       normalization=dataset_normalization(train), progress=not args.no_progress,
-                      schedule=train_settings.build_schedule(run_settings, optimizer), distributed=comm or False)
+                      schedule=train_settings.build_schedule(run_settings, optimizer), distributed=comm or False,
+                      augment=augment_settings.build(run_settings["augment"], train, info))
     trainer.extra_meta = {"dataset": args.dataset, "classes": classes, "run": config, "training": run_settings,
                           "image_shape": list(image_shape(train.images.shape))}  # --resume and predict read them
     stopper = train_settings.build_early_stopping(run_settings)
@@ -161,7 +165,8 @@ def _train(args: argparse.Namespace, run: SimpleNamespace, comm: Any = None) -> 
                                                            if trainer.batch_in_epoch else "") if checkpoint else ""
     print(f"training {model.name or args.model} on {args.dataset} ({len(train)} train / {len(test)} test images) "
           f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}"
-          f"{train_settings.describe(run_settings, optimizer)}, {_batch(args.batch_size, comm)}, into {out}{resumed}",
+          f"{train_settings.describe(run_settings, optimizer)}{augment_settings.describe(run_settings['augment'])}"
+          f", {_batch(args.batch_size, comm)}, into {out}{resumed}",
           file=sys.stderr)
     epochs_before = trainer.epoch
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +121,22 @@ class Trainer:
     Metrics are summed over the ranks; only rank 0 prints and runs the callbacks (so only rank 0 writes files).
     Raises :class:`~xpcnn.errors.DistributedError` without mpi4py, or, at the start of :meth:`fit`, when the
     ranks were started with different configurations.
+    ``augment`` (e.g. :func:`xpcnn.data.augment.policy` or a :class:`~xpcnn.data.augment.Compose` of
+    :mod:`xpcnn.data.augment`'s transforms) is applied to each training batch ``(N, C, H, W)`` on the device, after
+    normalization, as ``augment(x, (seed, epoch, batch))`` (0-based epoch and batch in the epoch): the draws depend
+    on those three numbers only, so a resumed run augments exactly as an uninterrupted one. Evaluation and
+    prediction never augment. In a data-parallel run each rank's batch number is ``batch * K + rank``, so the
+    ranks draw different crops and flips for their different images.
     """
 
     def __init__(self, model: Sequential, optimizer: Optimizer | None = None, loss: SoftmaxCrossEntropy | None = None,
                  device: Any = "cpu", backend: str | None = None, seed: int = 0,
                  normalization: Normalization | None = None, schedule: Any = None,
-                 progress: bool = True, distributed: Any = False) -> None:
+                 progress: bool = True, distributed: Any = False,
+                 augment: Callable[[Any, tuple[int, int, int]], Any] | None = None) -> None:
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a callable (x, key) -> x such as xpcnn.data.augment.policy("
+                            f"'crop+flip', 32, 32), got {augment!r}")
         if normalization is not None:
             normalization = _checked_normalization(normalization)
         self.parallel = data_parallel(distributed, model)  # one process: every hook does nothing
@@ -137,6 +147,7 @@ class Trainer:
             optimizer.load_state_dict(optimizer.state_dict())  # its slots follow the model's device
         self.loss = loss or SoftmaxCrossEntropy()
         self.seed, self.normalization, self.schedule, self.progress = seed, normalization, schedule, progress
+        self.augment = augment
         self.epoch = 0            # epochs finished
         self.batch_in_epoch = 0   # batches finished in the current epoch
         self.global_step = 0
@@ -289,8 +300,10 @@ class Trainer:
         unread: list[Any] = []  # the steps' losses since the running loss was last read: to name the bad step
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
         try:
-            for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch,
-                                         shard=shard):
+            batches = data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch, shard=shard)
+            for batch, (x, y) in enumerate(batches, start=self.batch_in_epoch):
+                if self.augment is not None:  # the draws depend on (seed, epoch, batch) alone: resumable
+                    x = self.augment(x, (self.seed, self.epoch, batch * self.parallel.size + self.parallel.rank))
                 logits = model.forward(x)
                 value = self.loss.forward(logits, y)
                 model.backward(self.loss.backward(), need_input_grad=False)
