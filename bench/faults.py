@@ -40,7 +40,8 @@ POINTS = {"forward": 20, "loss": 16, "backward": 16, "optimizer-step": 16, "vali
 TIMINGS = ("images_per_s", "seconds")
 
 
-def xpcnn(*args: str, at: str | None = None, sig: str = "SIGINT", cwd: Path | None = None) -> subprocess.CompletedProcess:
+def xpcnn(*args: str, at: str | None = None, sig: str = "SIGINT",
+          cwd: Path | None = None) -> subprocess.CompletedProcess:
     prefix = [str(ROOT / "bench" / "inject.py"), "--at", at, "--signal", sig, "--"] if at else ["-m", "xpcnn.cli.main"]
     return subprocess.run([sys.executable, *prefix, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
@@ -351,7 +352,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=12, help="random signal points per signal (default 12)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"{time.strftime('%Y-%m-%d')}-faults.md")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "bench" / "results" / f"{time.strftime('%Y-%m-%d')}-faults.md")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     table, started = Table(), time.time()

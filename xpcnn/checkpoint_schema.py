@@ -235,7 +235,8 @@ def _schedule(value: Any, field: str) -> None:
 
 def _history(value: Any, field: str) -> None:
     LIST(value, field)
-    metrics = {name: optional(NUMBER) for name in ("loss", "accuracy", "images_per_s", "seconds", "val_loss", "val_accuracy",
+    metrics = {name: optional(NUMBER) for name in ("loss", "accuracy", "images_per_s", "seconds", "val_loss",
+                                                   "val_accuracy",
                                          "lr")}
     for i, record in enumerate(value):
         _section(record, f"{field}[{i}]", {}, {"epoch": POSITIVE_INT, **metrics})

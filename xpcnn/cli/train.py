@@ -154,7 +154,8 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
 def _train(args: argparse.Namespace, run: SimpleNamespace, comm: Any = None) -> int:
     """Train the run :func:`_setup` prepared, evaluate it, and (on rank 0) write its plots."""
     trainer, out, train, test, stopper = run.trainer, run.out, run.train, run.test, run.stopper
-    model, optimizer, run_settings, info, checkpoint = run.model, run.optimizer, run.run_settings, run.info, run.checkpoint
+    model, optimizer, run_settings = run.model, run.optimizer, run.run_settings
+    info, checkpoint = run.info, run.checkpoint
     if comm is not None and not comm.is_main:
         trainer.fit(train, test, epochs=args.epochs, batch_size=args.batch_size, verbose=0)
         trainer.evaluate(test)  # its collectives: rank 0 reports
@@ -214,7 +215,8 @@ def _first_channels(model: Sequential) -> int | None:
 def _fitted_head(model: Sequential, num_classes: int, seed: int) -> Sequential:
     """``model``, or, when it ends in a Dense layer with another number of outputs than the dataset's
     ``num_classes`` (image-folder's own classes), the model with that layer drawn anew for ``num_classes``
-    outputs (from the seed the presets give it, ``(seed, its index)``). Raises :class:`ShapeError` when it has another number of outputs and no Dense
+    outputs (from the seed the presets give it, ``(seed, its index)``). Raises :class:`ShapeError` when it has
+    another number of outputs and no Dense
     layer to end it."""
     last = model.layers[-1]
     if getattr(last, "out_features", num_classes) == num_classes:

@@ -110,7 +110,8 @@ class Trainer:
     the constants the model was trained with (``model.normalization``, which :func:`xpcnn.load` restores), else
     those of the training split's dataset (``split.dataset``, as :func:`xpcnn.data.datasets.load` sets it:
     Fashion-MNIST's for Fashion-MNIST, CIFAR-10's per channel for CIFAR-10, the training images' own per-channel
-    statistics for ``image-folder``), else MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins. ``fit`` records the pair in
+    statistics for ``image-folder``), else MNIST's ``(0.1307, 0.3081)``. An explicit pair always wins.
+    ``fit`` records the pair in
     ``model.normalization`` and checkpoints record it too. ``progress=False`` makes :meth:`fit` silent by default.
 
     ``distributed=True`` (or an :mod:`xpcnn.distributed` communicator) trains data-parallel over the ranks of an
