@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,11 @@ LAYER_KEYWORDS: dict[Any, Rule] = {
     "out_features": POSITIVE_INT, "num_features": POSITIVE_INT, "kernel_size": SIZE, "stride": SIZE,
     "dilation": SIZE, "padding": POOL_PADDING, ("Conv2D", "padding"): CONV_PADDING, "bias": BOOL, "seed": SEED,
     "lowering": STRING, "p": FRACTION, "eps": POSITIVE, "momentum": UNIT, "negative_slope": FINITE,
+    "approximate": one_of("none", "tanh"),
 }
+
+#: Layer keywords whose value is a list of nested layer specs (a residual layer's paths), each checked as a layer.
+NESTED_KEYWORDS = ("block", "shortcut")
 
 #: The check of each optimizer hyper-parameter, by name.
 HYPERPARAMETERS: dict[str, Rule] = {
@@ -151,6 +156,9 @@ def _layer(spec: Any, field: str) -> None:
         if key not in keywords:
             known = ", ".join(keywords) or "none"
             raise _Invalid(f"{field}.{key}", f"unknown keyword of {kind} (its keywords: {known})")
+        if key in NESTED_KEYWORDS:
+            _layer_list(value, f"{field}.{key}", nullable=keywords[key].default is None)
+            continue
         rule = LAYER_KEYWORDS.get((kind, key)) or LAYER_KEYWORDS.get(key)
         if rule is not None:
             (optional(rule) if keywords[key].default is None else rule)(value, f"{field}.{key}")
@@ -158,6 +166,16 @@ def _layer(spec: Any, field: str) -> None:
         if parameter.default is inspect.Parameter.empty and key not in spec:
             needed = [k for k, p in keywords.items() if p.default is inspect.Parameter.empty]
             raise _Invalid(f"{field}.{key}", f"missing ({kind} needs {', '.join(needed)})")
+
+
+def _layer_list(value: Any, field: str, nullable: bool = False) -> None:
+    """A non-empty list of layer specs (or null where ``nullable``), each checked by :func:`_layer`."""
+    if value is None and nullable:
+        return
+    Rule("a non-empty list of layers" + (" or null" if nullable else ""),
+         lambda v: isinstance(v, list) and len(v) > 0)(value, field)
+    for j, spec in enumerate(value):
+        _layer(spec, f"{field}[{j}]")
 
 
 def _model_config(value: Any, field: str) -> None:
@@ -186,8 +204,9 @@ def _dropout_streams(value: Any, field: str) -> None:
     stream = Rule("a [seed, draws] pair of ints, draws >= 0",
                   lambda v: isinstance(v, list) and len(v) == 2 and _int(v[0]) and _int(v[1]) and v[1] >= 0)
     for key, item in value.items():
-        if not key.isdigit():
-            raise _Invalid(f"{field}.{key}", "expected a layer index as the key")
+        if not re.fullmatch(r"\d+(\.(block|shortcut)\.\d+)*", key):
+            raise _Invalid(f"{field}.{key}", "expected a layer's key as the key: its index, or for a layer in a "
+                                             "residual block its state-dict prefix such as 3.block.2")
         stream(item, f"{field}.{key}")
 
 
@@ -258,6 +277,8 @@ def parameter_count(layers: list[dict[str, Any]]) -> int:
     total = 0
     for spec in layers:
         kind, bias = spec["type"], spec.get("bias", True)
+        for key in NESTED_KEYWORDS:
+            total += parameter_count(spec.get(key) or [])
         if kind == "Dense":
             total += spec["out_features"] * (spec["in_features"] + bool(bias))
         elif kind == "Conv2D":
@@ -273,7 +294,7 @@ def output_classes(layers: list[dict[str, Any]]) -> int | None:
     for spec in reversed(layers):
         if spec["type"] == "Dense":
             return spec["out_features"]
-        if spec["type"] in ("Conv2D", "BatchNorm2D"):
+        if spec["type"] in ("Conv2D", "BatchNorm2D", "Residual"):
             return None
     return None
 
@@ -298,8 +319,23 @@ def _across_fields(meta: dict[str, Any]) -> None:
                                   f"{outputs} names")
     streams = (meta.get("trainer") or {}).get("dropout_streams") or {}
     for key in streams:
-        if int(key) >= len(layers) or layers[int(key)]["type"] != "Dropout":
+        spec = _spec_at(layers, key)
+        if spec is None or spec["type"] != "Dropout":
             raise _Invalid(f"trainer.dropout_streams.{key}", f"layer {key} of model_config is not a Dropout layer")
+
+
+def _spec_at(layers: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The (validated) layer spec at a state-dict key such as ``"3"`` or ``"3.block.2"``, or None."""
+    parts = key.split(".")
+    specs, spec = layers, None
+    for k, part in enumerate(parts):
+        if k % 2:  # "block" or "shortcut"
+            specs = (spec or {}).get(part) or []
+            continue
+        if int(part) >= len(specs):
+            return None
+        spec = specs[int(part)]
+    return spec
 
 
 def validate_header(meta: Any, path: str | Path) -> None:

@@ -403,8 +403,8 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_meta(self) -> dict[str, Any]:
         """Progress and RNG state for a checkpoint (JSON-ready)."""
-        dropout = {str(i): [layer.seed, layer.draws] for i, layer in enumerate(self.model.layers)
-                   if hasattr(layer, "draws")}
+        dropout = {key: [layer.seed, layer.draws] for key, layer in self.model.named_modules()
+                   if hasattr(layer, "draws")}  # keyed as the state dict: "5", or "3.block.2" inside a residual
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
                             "normalization": list(self._normalization()), "dropout_streams": dropout,
@@ -435,8 +435,9 @@ class Trainer:
         if state.get("normalization") is not None:
             self.normalization = _checked_normalization(state["normalization"])
             self.model.normalization = self.normalization
-        for index, (seed, draws) in state.get("dropout_streams", {}).items():
-            self.model.layers[int(index)].seed, self.model.layers[int(index)].draws = int(seed), int(draws)
+        modules = dict(self.model.named_modules())
+        for key, (seed, draws) in state.get("dropout_streams", {}).items():
+            modules[key].seed, modules[key].draws = int(seed), int(draws)
         if self.schedule is not None and checkpoint.meta.get("schedule"):
             self.schedule.load_state_dict(checkpoint.meta["schedule"])
         self.history = list(checkpoint.meta.get("history", []))
