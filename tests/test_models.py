@@ -314,3 +314,50 @@ def test_a_shaped_preset_trains_and_its_loss_falls(name) -> None:
         model.backward(loss.backward(), need_input_grad=False)
         optimizer.step()
     assert values[-1] < values[0] - 0.2, values
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_cycle_follows_torch_step_by_step(optimizer) -> None:
+    """Rate and momentum (SGD's momentum, Adam's first beta) of every step, as torch's OneCycleLR."""
+    model, twin = xpcnn.models.build("seed-simple"), torch.nn.Linear(2, 2)
+    if optimizer == "sgd":
+        opt, topt = xpcnn.optim.SGD(model, lr=0.4, momentum=0.9), torch.optim.SGD(twin.parameters(), lr=0.4,
+                                                                                 momentum=0.9)
+    else:
+        opt, topt = xpcnn.optim.Adam(model, lr=0.01), torch.optim.Adam(twin.parameters(), lr=0.01)
+    ours = xpcnn.optim.OneCycleLR(opt, total_steps=23, pct_start=0.25)
+    theirs = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=topt.param_groups[0]["lr"], total_steps=23,
+                                                 pct_start=0.25)
+    for _ in range(23):
+        group = topt.param_groups[0]
+        assert opt.lr == pytest.approx(group["lr"], rel=1e-12)
+        assert (opt.momentum if optimizer == "sgd" else opt.betas[0]) == pytest.approx(
+            group["momentum"] if optimizer == "sgd" else group["betas"][0], rel=1e-12)
+        topt.step()
+        theirs.step()
+        ours.step()
+
+
+def test_warmup_cosine_follows_torch_linear_then_cosine() -> None:
+    model, twin = xpcnn.models.build("seed-simple"), torch.nn.Linear(2, 2)
+    opt, topt = xpcnn.optim.SGD(model, lr=0.2), torch.optim.SGD(twin.parameters(), lr=0.2)
+    ours = xpcnn.optim.WarmupCosineLR(opt, warmup_steps=5, total_steps=17, eta_min=0.001)
+    lr_sched = torch.optim.lr_scheduler
+    theirs = lr_sched.SequentialLR(topt, [lr_sched.LinearLR(topt, start_factor=0.1, total_iters=5),
+                                          lr_sched.CosineAnnealingLR(topt, T_max=12, eta_min=0.001)], milestones=[5])
+    for _ in range(17):
+        assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=1e-9)
+        topt.step()
+        theirs.step()
+        ours.step()
+    assert opt.lr == pytest.approx(0.001)
+
+
+def test_per_batch_schedules_refuse_bad_arguments() -> None:
+    opt = xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), lr=0.1)
+    with pytest.raises(ValueError, match=r"warmup_steps \(10\) must be below total_steps \(10\)"):
+        xpcnn.optim.WarmupCosineLR(opt, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match=r"OneCycleLR: Invalid pct_start: 1.0"):
+        xpcnn.optim.OneCycleLR(opt, total_steps=10, pct_start=1.0)
+    with pytest.raises(ValueError, match=r"OneCycleLR: total_steps must be an int >= 1, got 0"):
+        xpcnn.optim.OneCycleLR(opt, total_steps=0)

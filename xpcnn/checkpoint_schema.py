@@ -125,7 +125,7 @@ HYPERPARAMETERS: dict[str, Rule] = {
 OPTIMIZER_TYPES = {cls.__name__: cls for cls in (SGD, Adam, AdamW)}
 
 #: ``xpcnn train --schedule`` values (xpcnn.cli.train_settings.SCHEDULES: the CLI sits above this module).
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "warmup-cosine", "onecycle")
 
 
 def _section(value: Any, field: str, required: dict[str, Any], optional_keys: dict[str, Any]) -> None:
@@ -255,8 +255,12 @@ def _training(value: Any, field: str) -> None:
         return
     _section(value, field, {}, {"schedule": one_of(*SCHEDULES), "step_size": optional(POSITIVE_INT),
                                 "gamma": optional(POSITIVE), "t_max": optional(POSITIVE_INT),
-                                "early_stopping": optional(POSITIVE_INT)})
-    needs = {"step": ("step_size", "gamma"), "cosine": ("t_max",)}.get(value.get("schedule"), ())
+                                "warmup_epochs": optional(POSITIVE_INT), "warmup_steps": optional(NON_NEGATIVE_INT),
+                                "total_steps": optional(POSITIVE_INT),
+                                "pct_start": optional(Rule("a number in (0, 1)", lambda v: _finite(v) and 0 < v < 1)),
+                                "label_smoothing": optional(UNIT), "early_stopping": optional(POSITIVE_INT)})
+    needs = {"step": ("step_size", "gamma"), "cosine": ("t_max",), "warmup-cosine": ("warmup_steps", "total_steps"),
+             "onecycle": ("total_steps", "pct_start")}.get(value.get("schedule"), ())
     for key in needs:
         if value.get(key) is None:
             raise _Invalid(f"{field}.{key}", f"missing (the {value['schedule']} schedule needs {' and '.join(needs)})")

@@ -19,7 +19,9 @@ from xpcnn.cli.common import (
     positive_int,
 )
 from xpcnn.data import datasets
+from xpcnn.data.batches import image_shape
 from xpcnn.errors import CheckpointError, XpcnnError
+from xpcnn.losses import SoftmaxCrossEntropy
 from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
 
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3), "adamw": (optim.AdamW, 1e-3)}
@@ -30,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a preset CNN. Writes last.npz, best.npz, history.jsonl and PNG plots "
                                    "into --out. --resume CKPT continues a run with the settings it was started "
                                    "with (recorded in the checkpoint).")
-    p.add_argument("--model", choices=sorted(models.PRESETS), help="preset (default: seed-deep)")
+    p.add_argument("--model", choices=sorted(models.PRESETS),
+                   help="preset (default: seed-deep); resnet20 and fastnet are built for the dataset's channels, "
+                        "image size and classes")
     add_data_arguments(p, default_dataset=None,
                        default_help="mnist when it is here or can be downloaded, else the bundled mnist-sample")
     add_device_arguments(p)
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit_train:
         train = train.take(0, args.limit_train)
     info = datasets.dataset_info(args.dataset)
+    batches_per_epoch = -(-len(train) // args.batch_size)
     opt_cls, default_lr = OPTIMIZERS[args.optimizer] if args.optimizer in OPTIMIZERS else (None, None)
     if checkpoint is not None:
         model = checkpoint.build_model()
@@ -78,17 +83,24 @@ def run(args: argparse.Namespace) -> int:
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
         optimizer = opt_cls(model, **hyper)
-        run_settings = train_settings.settings(args, checkpoint)
+        run_settings = train_settings.settings(args, checkpoint, batches_per_epoch)
     else:
-        run_settings = train_settings.settings(args)
-        model = models.build(args.model, seed=args.seed)
-        extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
+        run_settings = train_settings.settings(args, batches_per_epoch=batches_per_epoch)
+        shape = {}
+        if models.takes_shape(args.model):
+            c, h, w = image_shape(train.images.shape)
+            shape = {"in_channels": c, "image_size": (h, w), "num_classes": len(info.classes)}
+        model = models.build(args.model, seed=args.seed, **shape)
+        if args.nesterov and opt_cls is not optim.SGD:
+            raise ValueError(f"--nesterov applies to --optimizer sgd only (this run's optimizer: {args.optimizer})")
+        extra = {"momentum": args.momentum, "nesterov": bool(args.nesterov)} if opt_cls is optim.SGD else {}
         if args.weight_decay is not None:
             extra["weight_decay"] = args.weight_decay
         args.lr = config["lr"] = args.lr or default_lr
         optimizer = opt_cls(model, lr=args.lr, **extra)
     config["out"] = str(out.resolve())
-    trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=args.seed,
+    trainer = Trainer(model, optimizer, SoftmaxCrossEntropy(label_smoothing=run_settings["label_smoothing"]),
+                      device=args.device, backend=args.backend, seed=args.seed,
                       normalization=(info.mean, info.std), progress=not args.no_progress,
                       schedule=train_settings.build_schedule(run_settings, optimizer))
     trainer.extra_meta = {"dataset": args.dataset, "classes": list(info.classes), "run": config,

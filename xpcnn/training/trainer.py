@@ -206,6 +206,11 @@ class Trainer:
         device about every 0.5 s (with or without a progress bar) and at the end of each epoch, where the
         weights and optimizer slots are checked too; the epoch's callbacks do not run then (no checkpoint,
         no history record). A loss that is finite, however large, is not an error.
+
+        A schedule steps after each epoch, or after each batch where its ``interval`` is ``"batch"``
+        (:class:`~xpcnn.optim.OneCycleLR`, :class:`~xpcnn.optim.WarmupCosineLR`; checkpoints hold its step count,
+        so a resumed run continues it exactly); the history's ``lr`` is the rate of the epoch's last step. Raises
+        ValueError, before training, when such a schedule's ``total_steps`` ends before ``epochs`` do.
         """
         if self.optimizer is None:
             raise ValueError("Trainer.fit needs an optimizer: Trainer(model, xpcnn.optim.Adam(model), ...)")
@@ -224,6 +229,7 @@ class Trainer:
             check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
                                8 if self.model.dtype == "float64" else 4)
         data = self._checked_data(train, "training labels")
+        self._check_schedule_length(data.num_batches(batch_size), epochs)
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
         self.stop_training = False
@@ -242,6 +248,20 @@ class Trainer:
             self._interrupt_point = _no_interrupt
         return self.history
 
+    def _per_batch_schedule(self) -> bool:
+        return self.schedule is not None and getattr(self.schedule, "interval", "epoch") == "batch"
+
+    def _check_schedule_length(self, batches_per_epoch: int, epochs: int) -> None:
+        """Raise ValueError if a per-batch schedule with ``total_steps`` would run out before ``epochs`` end."""
+        total = getattr(self.schedule, "total_steps", None)
+        if not self._per_batch_schedule() or total is None:
+            return
+        remaining = max(epochs - self.epoch, 0) * batches_per_epoch - self.batch_in_epoch
+        if self.schedule.epoch + remaining > total:
+            raise ValueError(f"{type(self.schedule).__name__} has total_steps={total}, but training to epoch {epochs} "
+                             f"takes {self.schedule.epoch + remaining} steps ({batches_per_epoch} batches per epoch); "
+                             f"build it with total_steps={epochs * batches_per_epoch}, or train fewer epochs")
+
     def _fit_epochs(self, data: DeviceData, val_data: DeviceData | None, epochs: int, batch_size: int,
                     callbacks: list[Callback], verbose: int) -> None:
         """The epochs of :meth:`fit`: train, validate, step the schedule, report, run the callbacks."""
@@ -250,7 +270,7 @@ class Trainer:
             if val_data is not None:
                 result = self._evaluate(val_data, batch_size=max(batch_size, 256))
                 record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-            if self.schedule is not None:
+            if self.schedule is not None and not self._per_batch_schedule():
                 record["lr"] = self.optimizer.lr
                 self.schedule.step()
             if verbose:
@@ -270,12 +290,16 @@ class Trainer:
         started, shown = time.perf_counter() - earlier, 0.0
         unread: list[Any] = []  # the steps' losses since the running loss was last read: to name the bad step
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
+        per_batch_schedule, lr = self._per_batch_schedule(), self.optimizer.lr
         try:
             for x, y in data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch):
                 logits = model.forward(x)
                 value = self.loss.forward(logits, y)
                 model.backward(self.loss.backward(), need_input_grad=False)
                 self.optimizer.step()
+                if per_batch_schedule:  # stepped with the batch counters: a checkpoint between steps resumes exactly
+                    lr = self.optimizer.lr
+                    self.schedule.step()
                 n = y.shape[0]
                 hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int32))  # int32: JAX's default width
                 loss_sum = value * n if loss_sum is None else loss_sum + value * n  # stays on the device
@@ -301,6 +325,8 @@ class Trainer:
             record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / seen if seen else float("nan"),
                       "accuracy": int(correct) / seen if seen else float("nan"),
                       "images_per_s": seen / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
+            if per_batch_schedule:
+                record["lr"] = lr  # the rate of the epoch's last step
             if seen:
                 self._check_loss(record["loss"], unread, total)
                 self._check_state(record["loss"], total)
