@@ -20,8 +20,9 @@ class Sequential:
     Parameters are keyed ``"<index>.<name>"`` (``"0.weight"``), exactly as in a PyTorch
     ``nn.Sequential``'s state dict; those of layers nested in a :class:`~xpcnn.layers.Residual` at index 3 are
     keyed ``"3.block.<j>.<name>"`` and ``"3.shortcut.<j>.<name>"``, as in a torch module with ``block`` and
-    ``shortcut`` ``nn.Sequential`` children (:meth:`named_modules` lists every layer with its key). The layers run as the steps of :attr:`plan` (an activation and
-    the pooling layer after it may run fused; :mod:`xpcnn.plan`).
+    ``shortcut`` ``nn.Sequential`` children (:meth:`named_modules` lists every layer with its key). The layers
+    run as the steps of :attr:`plan` (an activation and the pooling layer after it may run fused;
+    :mod:`xpcnn.plan`).
 
     ``normalization`` is the ``(mean, std)`` the model's inputs were standardized with in training (set by
     :meth:`xpcnn.Trainer.fit`, kept by :meth:`save` and :func:`xpcnn.load`), or None while unknown.

@@ -148,7 +148,8 @@ def build_schedule(run: dict[str, Any], optimizer: optim.Optimizer) -> optim.Sch
     if run["schedule"] == "cosine":
         return optim.CosineAnnealingLR(optimizer, t_max=int(run["t_max"]))
     if run["schedule"] == "warmup-cosine":
-        return optim.WarmupCosineLR(optimizer, warmup_steps=int(run["warmup_steps"]), total_steps=int(run["total_steps"]))
+        return optim.WarmupCosineLR(optimizer, warmup_steps=int(run["warmup_steps"]),
+                                    total_steps=int(run["total_steps"]))
     if run["schedule"] == "onecycle":
         return optim.OneCycleLR(optimizer, total_steps=int(run["total_steps"]), pct_start=float(run["pct_start"]))
     return None
