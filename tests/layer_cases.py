@@ -21,6 +21,7 @@ class Case:
     torch_fn: Callable[..., Any] | None     # (torch_x, **torch_params) -> torch_y
     input_shape: tuple[int, ...]
     positive_input: bool = False
+    scale: float = 1.0                      # inputs are drawn this much wider than the default
     numpy_only: str | None = None           # why the case runs on NumPy's kernels only (a skip reason elsewhere)
     needs_numba: bool = False
 
@@ -35,6 +36,13 @@ class Case:
             return f"{self.numpy_only}, and the kernels are switched off in this run"
         from xpcnn.kernels.numpy import compiled
         return None if compiled.available() or not self.needs_numba else "numba is not installed (pip install numba)"
+
+
+def parameters_of(layer: Any) -> list[tuple[str, Any, str]]:
+    """``(key, owning layer, name)`` for each parameter of ``layer`` and of the layers nested in it: ``"weight"``,
+    or ``"block.0.weight"`` inside a residual layer (the key of its PyTorch twin's ``named_parameters``)."""
+    return [((prefix + "." + name).lstrip("."), owner, name)
+            for prefix, owner in layer.named_modules("") for name in owner.params]
 
 
 def _conv(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, shape=(2, None, 9, 8), lowering="auto"):
@@ -106,7 +114,9 @@ def _elementwise(name, make, torch_name, positive=False):
         import torch
         import torch.nn.functional as F
         return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-                "leaky": lambda v: F.leaky_relu(v, 0.1), "flatten": lambda v: v.flatten(1)}[torch_name](x)
+                "leaky": lambda v: F.leaky_relu(v, 0.1), "flatten": lambda v: v.flatten(1),
+                "gelu": F.gelu, "gelu-tanh": lambda v: F.gelu(v, approximate="tanh"),
+                "global-avg": lambda v: F.adaptive_avg_pool2d(v, 1)}[torch_name](x)
     return Case(name, make, torch_fn, (2, 3, 4, 5), positive)
 
 
@@ -116,6 +126,11 @@ ELEMENTWISE_CASES = [
     _elementwise("tanh", L.Tanh, "tanh"),
     _elementwise("sigmoid", L.Sigmoid, "sigmoid"),
     _elementwise("flatten", L.Flatten, "flatten"),
+    _elementwise("gelu", L.GELU, "gelu"),
+    _elementwise("gelu-tanh", lambda: L.GELU("tanh"), "gelu-tanh"),
+    _elementwise("global-avg-pool", L.GlobalAvgPool2D, "global-avg"),
+    Case("gelu-wide-range", L.GELU, lambda x: __import__("torch").nn.functional.gelu(x), (2, 3, 4, 5),
+         scale=4.0),  # both tails of the normal CDF (|x| up to ~12) and the branch points of erf at |x/sqrt 2| = 1
 ]
 
 
@@ -143,6 +158,35 @@ def _batchnorm():
     return Case("batchnorm2d", make, torch_fn, (4, 3, 5, 5))
 
 
-PARAM_CASES = [_dense(True), _dense(False), _batchnorm()]
+def _residual(shortcut: bool, name: str):
+    """A basic ResNet block (conv-BN-ReLU-conv-BN), with an identity or a strided 1x1 conv + BN shortcut."""
+    def make():
+        cout, stride = (4, 2) if shortcut else (3, 1)
+        block = [L.Conv2D(3, cout, 3, stride=stride, padding=1, bias=False, seed=11), _batchnorm_layer(cout, 1),
+                 L.ReLU(), L.Conv2D(cout, cout, 3, padding=1, bias=False, seed=12), _batchnorm_layer(cout, 2)]
+        side = [L.Conv2D(3, cout, 1, stride=2, bias=False, seed=13), _batchnorm_layer(cout, 3)] if shortcut else None
+        return L.Residual(block, side)
+
+    def torch_fn(x, **params):
+        import torch
+
+        from xpcnn.backend.torch_reference import torch_layer
+        from xpcnn.model import layer_spec
+        module = torch_layer(layer_spec(make())).to(x.dtype)
+        return torch.func.functional_call(module, params, (x,))
+    return Case(name, make, torch_fn, (3, 3, 6, 5))
+
+
+def _batchnorm_layer(c: int, seed: int):
+    """A BatchNorm2D with scale and shift away from their initial 1 and 0 (so their gradients matter)."""
+    layer = L.BatchNorm2D(c)
+    r = np.random.default_rng(seed)
+    layer.params["weight"] = r.uniform(0.5, 1.5, c).astype(np.float32)
+    layer.params["bias"] = r.uniform(-0.5, 0.5, c).astype(np.float32)
+    return layer
+
+
+PARAM_CASES = [_dense(True), _dense(False), _batchnorm(), _residual(False, "residual-identity"),
+               _residual(True, "residual-projection")]
 
 ALL_CASES = CONV_CASES + POOL_CASES + ELEMENTWISE_CASES + PARAM_CASES

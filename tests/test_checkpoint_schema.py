@@ -330,3 +330,53 @@ def test_per_channel_normalization_and_image_shape_load(good, tmp_path: Path) ->
                                  ("run", {"channels": 2}, "1 or 3"), ("run", {"val_fraction": 1.0}, "(0, 1)")):
         with pytest.raises(CheckpointError, match=re.escape(expected)):
             load_model(_write(tmp_path, arrays, {**header, field: bad}))
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(arrays, header)`` of a model with a residual layer (a projection shortcut, dropout in the block)."""
+    from xpcnn import layers as L
+    model = Sequential([L.Residual([L.Conv2D(1, 2, 3, padding=1, bias=False), L.BatchNorm2D(2), L.Dropout(0.2)],
+                                   [L.Conv2D(1, 2, 1, bias=False), L.BatchNorm2D(2)]),
+                        L.ReLU(), L.GlobalAvgPool2D(), L.Flatten(), L.Dense(2, 10)])
+    trainer = Trainer(model, xpcnn.optim.SGD(model, 0.1), progress=False)
+    rng = np.random.default_rng(0)
+    trainer.fit(Split(rng.integers(0, 256, (8, 6, 6), dtype=np.uint8), rng.integers(0, 10, 8)), batch_size=8)
+    path = trainer.save(tmp_path_factory.mktemp("residual") / "last.npz")
+    return host.load_arrays(path)
+
+
+def test_a_residual_checkpoint_loads(residual, tmp_path: Path) -> None:
+    arrays, header = residual
+    streams = header["trainer"]["dropout_streams"]
+    assert list(streams) == ["0.block.2"] and streams["0.block.2"][1] == 1  # one mask drawn
+    model = load_model(_write(tmp_path, arrays, header))
+    assert "0.shortcut.1.running_var" in model.state_dict()
+    np.testing.assert_array_equal(model.state_dict()["0.block.0.weight"], arrays["model:0.block.0.weight"])
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (_set("model_config.layers.0.block.1.num_features", 0),
+     "header field model_config.layers[0].block[1].num_features: expected a positive int, got 0"),
+    (_set("model_config.layers.0.block", []), "model_config.layers[0].block: expected a non-empty list of layers, got"),
+    (_set("model_config.layers.0.shortcut", "conv"),
+     "model_config.layers[0].shortcut: expected a non-empty list of layers or null, got 'conv'"),
+    (_set("model_config.layers.0.shortcut.0.type", "Conv3D"),
+     "model_config.layers[0].shortcut[0].type: unknown layer type 'Conv3D'"),
+    (_set("model_config.layers.0.block.0.kernal_size", 3),
+     "model_config.layers[0].block[0].kernal_size: unknown keyword of Conv2D"),
+    (_set("trainer.dropout_streams", {"0.block.1": [1, 2]}),
+     "header field trainer.dropout_streams.0.block.1: layer 0.block.1 of model_config is not a Dropout layer"),
+    (_set("trainer.dropout_streams", {"0.side.2": [1, 2]}),
+     "header field trainer.dropout_streams.0.side.2: expected a layer's key as the key"),
+    (_set("training", {"schedule": "onecycle", "total_steps": 10}),
+     "header field training.pct_start: missing (the onecycle schedule needs total_steps and pct_start)"),
+    (_set("training", {"label_smoothing": 2}), "header field training.label_smoothing: expected a number in [0, 1]"),
+])
+def test_a_malformed_residual_header_is_one_error_naming_the_nested_field(residual, tmp_path: Path, change,
+                                                                          fragment) -> None:
+    arrays, header = residual
+    path = _write(tmp_path, arrays, change(json.loads(json.dumps(header))))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value), str(info.value)

@@ -245,7 +245,7 @@ def test_bad_training_flags_get_one_line(args, fragment, capsys) -> None:
 
 def _args(**given) -> Namespace:
     values = {"schedule": None, "step_size": None, "gamma": None, "weight_decay": None, "early_stopping": None,
-              "epochs": 10}
+              "epochs": 10, "warmup_epochs": None, "label_smoothing": None, "nesterov": None}
     return Namespace(**{**values, **given})
 
 
@@ -537,3 +537,59 @@ def test_save_refuses_what_is_not_a_file_and_names_the_target(tmp_path) -> None:
     blocked.write_text("a file where a folder should be")
     with pytest.raises(OSError, match=f"cannot write {blocked / 'm.npz'}"):
         model.save(blocked / "m.npz")
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({"schedule": "warmup-cosine"}, {"warmup_epochs": 1, "warmup_steps": 7, "total_steps": 70, "pct_start": None}),
+    ({"schedule": "warmup-cosine", "warmup_epochs": 3}, {"warmup_steps": 21, "total_steps": 70}),
+    ({"schedule": "onecycle"}, {"warmup_epochs": None, "total_steps": 70, "pct_start": 0.3}),
+    ({"schedule": "onecycle", "warmup_epochs": 2, "label_smoothing": 0.1},
+     {"pct_start": 0.2, "total_steps": 70, "label_smoothing": 0.1}),
+])
+def test_settings_of_a_per_batch_schedule(given, expected) -> None:
+    settings = train_settings.settings(_args(**given), batches_per_epoch=7)
+    assert {k: settings[k] for k in expected} == expected
+    schedule = train_settings.build_schedule(settings, xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), 1.0))
+    assert schedule.interval == "batch" and schedule.total_steps == 70
+
+
+@pytest.mark.parametrize("given, fragment", [
+    ({"schedule": "cosine", "warmup_epochs": 2}, "--warmup-epochs applies to --schedule warmup-cosine and onecycle"),
+    ({"schedule": "onecycle", "warmup_epochs": 10}, "--warmup-epochs 10 must be below --epochs 10"),
+    ({"schedule": "warmup-cosine", "epochs": 1}, "warms up for 1 epoch(s): pass --epochs 2 or more"),
+])
+def test_warmup_flags_are_checked(given, fragment) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        train_settings.settings(_args(**given), batches_per_epoch=7)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--label-smoothing", "1.5"], "--label-smoothing: expected a number in [0, 1], got '1.5'"),
+    (["--warmup-epochs", "0"], "--warmup-epochs: must be positive"),
+])
+def test_bad_new_training_flags_get_one_line(args, fragment, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *args])
+    assert exit_info.value.code == 2
+    err = captured(capsys)[1]
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_cli_trains_resnet20_with_the_speed_run_settings(tmp_path: Path, mnist_dir: Path) -> None:
+    """resnet20 is built for the data's shape; onecycle, Nesterov and label smoothing are recorded, and a resume
+    past the schedule's end is refused in one line."""
+    out = tmp_path / "run"
+    data = ["--model", "resnet20", "--data-dir", str(mnist_dir), "--dataset", "mnist", "--split-test-set", "8000",
+            "--limit-train", "64", "--batch-size", "32", "--no-progress", "--out", str(out)]
+    result = _cli("train", *data, "--epochs", "1", "--optimizer", "sgd", "--lr", "0.1", "--nesterov",
+                  "--label-smoothing", "0.1", "--schedule", "onecycle")
+    assert result.returncode == 0, result.stderr
+    assert "OneCycleLR over 2 steps (pct_start 0.3), Nesterov momentum, label smoothing 0.1" in result.stderr
+    meta = load_checkpoint(out / "last.npz").meta
+    assert meta["training"]["schedule"] == "onecycle" and meta["training"]["total_steps"] == 2
+    assert meta["training"]["label_smoothing"] == 0.1 and meta["optimizer"]["hyperparameters"]["nesterov"] is True
+    assert meta["model_config"]["layers"][0]["in_channels"] == 1 and meta["schedule"]["epoch"] == 2
+    more = _cli("train", "--resume", str(out / "last.npz"), "--epochs", "2", "--no-progress")
+    lines = [line for line in more.stderr.splitlines() if line.strip()]
+    assert more.returncode == 2 and len(lines) == 1, more.stderr
+    assert "--epochs 2 goes past the onecycle schedule in" in lines[0] and "resume with --epochs 1 at most" in lines[0]

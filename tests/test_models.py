@@ -185,3 +185,179 @@ def test_backward_returns_the_input_gradient_whatever_the_first_layer(first, rng
         model.backward(np.ones((2, 4), np.float32))  # wrong shape: fails inside the backward pass
     model.forward(x)
     assert model.backward(grad_out).shape == x.shape
+
+
+# -- residual networks (issue 19) ------------------------------------------------------------------------------
+SHAPED = [("resnet20", 3, 32), ("resnet20", 1, 28), ("fastnet", 3, 32), ("fastnet", 1, 28)]
+
+
+def _twin_of(model: xpcnn.Sequential) -> torch.nn.Sequential:
+    """The torch twin, loaded with every parameter and buffer of ``model`` (only num_batches_tracked is its own)."""
+    from xpcnn.backend.torch_reference import build_torch_model
+    twin = build_torch_model(model.config())
+    result = twin.load_state_dict({k: torch.tensor(B.to_numpy(v)) for k, v in model.state_dict().items()},
+                                  strict=False)
+    assert not result.unexpected_keys and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
+    return twin
+
+
+@pytest.mark.parametrize("name, channels, size", SHAPED, ids=[f"{n}-{c}x{s}" for n, c, s in SHAPED])
+def test_shaped_preset_state_dict_loads_into_its_torch_twin_with_the_same_outputs(name, channels, size) -> None:
+    """Loss, every gradient and the running statistics in float64 (20 layers of float32 batch norm over a batch
+    of 4 round to about 1e-3 in the first layer's gradient, in PyTorch as here), outputs in float32."""
+    model = xpcnn.models.build(name, seed=1, in_channels=channels, image_size=size, num_classes=7)
+    twin = _twin_of(model)
+    ours = [k for k in model.state_dict()]
+    theirs = [k for k in twin.state_dict() if not k.endswith("num_batches_tracked")]
+    assert ours == theirs, "same keys in the same order"
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, channels, size, size)).astype(np.float32)
+    model.eval(), twin.eval()
+    np.testing.assert_allclose(model.forward(x), twin(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    model.train().to("cpu", dtype="float64"), twin.train().double()
+    x = x.astype(np.float64)
+    labels = rng.integers(0, 7, 4)
+    loss = SoftmaxCrossEntropy(label_smoothing=0.1)
+    value = float(loss.forward(model.forward(x), labels))  # training mode: batch statistics
+    model.backward(loss.backward())
+    ref = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(labels), label_smoothing=0.1)
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=1e-10)
+    torch_grads = dict(twin.named_parameters())
+    for key, layer, pname in model.named_parameters():
+        ours_g, theirs_g = layer.grads[pname], torch_grads[key].grad.numpy()
+        assert np.max(np.abs(ours_g - theirs_g)) <= 1e-9 * np.max(np.abs(theirs_g)) + 1e-12, key
+    for key, value in twin.state_dict().items():  # the running statistics moved the same way
+        if "running" in key:
+            np.testing.assert_allclose(model.state_dict()[key], value.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "fastnet"])
+def test_shaped_presets_match_torch_on_every_backend(name, backend) -> None:
+    model = xpcnn.models.build(name, in_channels=3, image_size=8)
+    twin = _twin_of(model).eval()
+    model = model.to(backend.placement.device, backend.placement.backend).eval()
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(backend.numpy(model.forward(backend.asarray(x))),
+                               twin(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert all(not layer.training for layer in model.modules()), "eval() reaches the nested layers"
+    model.train()
+    assert all(layer.training for layer in model.modules())
+    assert all(layer.placement == model.placement for layer in model.modules()), "to() reaches the nested layers"
+
+
+def test_resnet20_is_he_et_al_with_option_b_shortcuts() -> None:
+    model = xpcnn.models.build("resnet20")
+    assert model.num_parameters() == 272_474  # 269,722 without the two projection shortcuts (option A)
+    residuals = [layer for layer in model.layers if isinstance(layer, xpcnn.layers.Residual)]
+    assert len(residuals) == 9 and sum(bool(r.shortcut) for r in residuals) == 2
+    keys = model.state_dict()
+    assert "3.block.0.weight" in keys and "9.shortcut.0.weight" in keys and "15.shortcut.1.running_var" in keys
+    assert model.output_shape((5, 3, 32, 32)) == (5, 10)
+    assert xpcnn.models.build("resnet20", num_classes=100).output_shape((1, 3, 33, 33)) == (1, 100)
+
+
+def test_preset_shape_errors_are_one_clear_line() -> None:
+    with pytest.raises(ValueError, match=r"fastnet pools twice by 2: its image_size must be divisible by 4, got 30x30"):
+        xpcnn.models.build("fastnet", image_size=30)
+    with pytest.raises(ValueError, match=r"seed-deep is built for 1x28x28 images and 10 classes, got in_channels=3"):
+        xpcnn.models.build("seed-deep", in_channels=3)
+    with pytest.raises(ValueError, match=r"resnet20: num_classes must be a positive int, got 0"):
+        xpcnn.models.build("resnet20", num_classes=0)
+    assert xpcnn.models.build("seed-deep", in_channels=1, image_size=28).name == "seed-deep"
+
+
+def test_residual_model_config_round_trips_and_summarizes(tmp_path) -> None:
+    model = xpcnn.models.build("resnet20", seed=2, in_channels=1, image_size=28)
+    rebuilt = xpcnn.Sequential.from_config(model.config())
+    assert rebuilt.config() == model.config()
+    path = model.save(tmp_path / "resnet.npz")
+    loaded = xpcnn.load(path)
+    assert loaded.config() == model.config()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(B.to_numpy(loaded.state_dict()[key]), B.to_numpy(value))
+    summary = model.summary((1, 28, 28))
+    assert "Residual(shortcut=Conv2D+BatchNorm2D)" in summary and "  15.shortcut.0" in summary
+    assert "total parameters: 272,186" in summary
+
+
+def test_residual_refuses_paths_of_different_shapes() -> None:
+    from xpcnn.errors import ShapeError
+    layer = xpcnn.layers.Residual([xpcnn.layers.Conv2D(2, 4, 3, padding=1)])
+    with pytest.raises(ShapeError, match=r"the block maps \(1, 2, 5, 5\) to \(1, 4, 5, 5\) but the shortcut to "
+                                         r"\(1, 2, 5, 5\); make the shortcut match"):
+        xpcnn.Sequential([layer]).forward(np.zeros((1, 2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="block must hold at least one layer"):
+        xpcnn.layers.Residual([])
+    with pytest.raises(TypeError, match=r"block\[1\] is a str, not an xpcnn layer"):
+        xpcnn.layers.Residual([xpcnn.layers.ReLU(), "relu"])
+
+
+def test_global_avg_pool_alias_is_pytorch_adaptive_avg_pool_of_one() -> None:
+    assert isinstance(xpcnn.layers.AdaptiveAvgPool2d(1), xpcnn.layers.GlobalAvgPool2D)
+    assert isinstance(xpcnn.layers.AdaptiveAvgPool2d((1, 1)), xpcnn.layers.GlobalAvgPool2D)
+    with pytest.raises(ValueError, match="supports output_size=1 only"):
+        xpcnn.layers.AdaptiveAvgPool2d(2)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "fastnet"])
+def test_a_shaped_preset_trains_and_its_loss_falls(name) -> None:
+    """Smoke test: a few Nesterov SGD steps with label smoothing on one small batch lower the loss."""
+    model = xpcnn.models.build(name, seed=0, in_channels=3, image_size=8)
+    optimizer = xpcnn.optim.SGD(model, lr=0.05, momentum=0.9, nesterov=True)
+    loss = SoftmaxCrossEntropy(label_smoothing=0.1)
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((16, 3, 8, 8)).astype(np.float32), rng.integers(0, 10, 16)
+    values = []
+    for _ in range(6):
+        values.append(float(loss.forward(model.forward(x), labels)))
+        model.backward(loss.backward(), need_input_grad=False)
+        optimizer.step()
+    assert values[-1] < values[0] - 0.2, values
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_cycle_follows_torch_step_by_step(optimizer) -> None:
+    """Rate and momentum (SGD's momentum, Adam's first beta) of every step, as torch's OneCycleLR."""
+    model, twin = xpcnn.models.build("seed-simple"), torch.nn.Linear(2, 2)
+    if optimizer == "sgd":
+        opt, topt = xpcnn.optim.SGD(model, lr=0.4, momentum=0.9), torch.optim.SGD(twin.parameters(), lr=0.4,
+                                                                                 momentum=0.9)
+    else:
+        opt, topt = xpcnn.optim.Adam(model, lr=0.01), torch.optim.Adam(twin.parameters(), lr=0.01)
+    ours = xpcnn.optim.OneCycleLR(opt, total_steps=23, pct_start=0.25)
+    theirs = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=topt.param_groups[0]["lr"], total_steps=23,
+                                                 pct_start=0.25)
+    for _ in range(23):
+        group = topt.param_groups[0]
+        assert opt.lr == pytest.approx(group["lr"], rel=1e-12)
+        assert (opt.momentum if optimizer == "sgd" else opt.betas[0]) == pytest.approx(
+            group["momentum"] if optimizer == "sgd" else group["betas"][0], rel=1e-12)
+        topt.step()
+        theirs.step()
+        ours.step()
+
+
+def test_warmup_cosine_follows_torch_linear_then_cosine() -> None:
+    model, twin = xpcnn.models.build("seed-simple"), torch.nn.Linear(2, 2)
+    opt, topt = xpcnn.optim.SGD(model, lr=0.2), torch.optim.SGD(twin.parameters(), lr=0.2)
+    ours = xpcnn.optim.WarmupCosineLR(opt, warmup_steps=5, total_steps=17, eta_min=0.001)
+    lr_sched = torch.optim.lr_scheduler
+    theirs = lr_sched.SequentialLR(topt, [lr_sched.LinearLR(topt, start_factor=0.1, total_iters=5),
+                                          lr_sched.CosineAnnealingLR(topt, T_max=12, eta_min=0.001)], milestones=[5])
+    for _ in range(17):
+        assert opt.lr == pytest.approx(topt.param_groups[0]["lr"], rel=1e-9)
+        topt.step()
+        theirs.step()
+        ours.step()
+    assert opt.lr == pytest.approx(0.001)
+
+
+def test_per_batch_schedules_refuse_bad_arguments() -> None:
+    opt = xpcnn.optim.SGD(xpcnn.models.build("seed-simple"), lr=0.1)
+    with pytest.raises(ValueError, match=r"warmup_steps \(10\) must be below total_steps \(10\)"):
+        xpcnn.optim.WarmupCosineLR(opt, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match=r"OneCycleLR: Invalid pct_start: 1.0"):
+        xpcnn.optim.OneCycleLR(opt, total_steps=10, pct_start=1.0)
+    with pytest.raises(ValueError, match=r"OneCycleLR: total_steps must be an int >= 1, got 0"):
+        xpcnn.optim.OneCycleLR(opt, total_steps=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from layer_cases import ALL_CASES, Case
+from layer_cases import ALL_CASES, Case, parameters_of
 from test_gradients import put_layer
 
 from xpcnn import layers as L
@@ -24,9 +24,9 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
-def torch_reference(case: Case, layer, x: np.ndarray, grad_y: np.ndarray):
+def torch_reference(case: Case, params: dict[str, np.ndarray], x: np.ndarray, grad_y: np.ndarray):
     tx = torch.tensor(x, requires_grad=True)
-    tparams = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in layer.params.items()}
+    tparams = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}
     ty = case.torch_fn(tx, **tparams)
     ty.backward(torch.tensor(grad_y))
     return ty.detach().numpy(), tx.grad.numpy(), {k: p.grad.numpy() for k, p in tparams.items()}
@@ -34,19 +34,20 @@ def torch_reference(case: Case, layer, x: np.ndarray, grad_y: np.ndarray):
 
 def check_against_torch(case: Case, backend, x: np.ndarray, rng: np.random.Generator) -> None:
     layer = case.make()
-    host_params = {k: np.asarray(v, dtype=np.float32) for k, v in layer.params.items()}
+    slots = parameters_of(layer)
+    host_params = {key: np.asarray(owner.params[name], dtype=np.float32) for key, owner, name in slots}
     put_layer(layer, backend, np.float32)
     y = layer.forward(backend.asarray(x))
     grad_y = rng.standard_normal(tuple(y.shape)).astype(np.float32)
     grad_x = layer.backward(backend.asarray(grad_y))
-    layer.params = host_params
-    ref_y, ref_gx, ref_grads = torch_reference(case, layer, x, grad_y)
+    ref_y, ref_gx, ref_grads = torch_reference(case, host_params, x, grad_y)
+    ours_grads = {key: owner.grads[name] for key, owner, name in slots}
     assert str(y.dtype).endswith("float32")
     assert rel_err(backend.numpy(y), ref_y) <= TOL, "forward"
     assert rel_err(backend.numpy(grad_x), ref_gx) <= TOL, "input gradient"
     for name, ref in ref_grads.items():
-        ours = backend.numpy(layer.grads[name])
-        if name == "bias" and len(grad_y.shape) == 4:
+        ours = backend.numpy(ours_grads[name])
+        if name.endswith("bias") and len(grad_y.shape) == 4:
             # A sum over N*Ho*Wo values that may cancel: beside the relative tolerance, allow float32's
             # rounding of that sum, (log2(count) + 1) * eps * sum|terms| (PyTorch and BLAS sum in other orders).
             terms = np.abs(grad_y.astype(np.float64)).sum(axis=(0, 2, 3))
@@ -60,7 +61,7 @@ def check_against_torch(case: Case, backend, x: np.ndarray, rng: np.random.Gener
 def test_layer_matches_torch(case: Case, backend, rng) -> None:
     if reason := case.skip_reason(backend.name):
         pytest.skip(reason)
-    x = rng.standard_normal(case.input_shape).astype(np.float32)
+    x = (rng.standard_normal(case.input_shape) * case.scale).astype(np.float32)
     check_against_torch(case, backend, x, rng)
 
 
@@ -154,3 +155,28 @@ def test_pool_random_shapes_match_torch(n, c, h, w, k, stride, pad, kind, seed) 
     layer_type = L.MaxPool2D if kind == "max" else L.AvgPool2D
     case = Case("prop", lambda: layer_type(k, stride, pad), lambda t: fn(t, k, stride, pad), (n, c, h, w))
     check_against_torch(case, make_backend("numpy"), rng.standard_normal(case.input_shape).astype(np.float32), rng)
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.5, 1.0])
+def test_label_smoothing_matches_torch(smoothing, backend, rng) -> None:
+    """Loss and gradient of SoftmaxCrossEntropy(label_smoothing=eps) are PyTorch's, a -inf logit included."""
+    logits = (rng.standard_normal((16, 10)) * 4).astype(np.float32)
+    labels = rng.integers(0, 10, 16)
+    loss = SoftmaxCrossEntropy(label_smoothing=smoothing)
+    value = float(loss.forward(backend.asarray(logits), backend.asarray(labels)))
+    grad = backend.numpy(loss.backward())
+    t = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(t, torch.tensor(labels), label_smoothing=smoothing)
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=TOL)
+    assert rel_err(grad, t.grad.numpy()) <= TOL
+    logits[0, 3] = -np.inf
+    ours = float(loss.forward(backend.asarray(logits), backend.asarray(labels)))
+    assert ours == torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                                     label_smoothing=smoothing).item() == math.inf
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "x"])
+def test_label_smoothing_out_of_range_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\], got"):
+        SoftmaxCrossEntropy(label_smoothing=bad)

@@ -15,6 +15,7 @@ from xpcnn import backend as B
 from xpcnn.checkpoint import load_checkpoint, save_checkpoint
 from xpcnn.data import datasets
 from xpcnn.errors import CheckpointError
+from xpcnn.data.datasets import Split
 from xpcnn.training import ModelCheckpoint, Trainer
 
 
@@ -230,3 +231,46 @@ def test_one_shuffled_batch_of_the_whole_set_keeps_its_order(digits) -> None:
     (x, y), = list(data.batches(64, shuffle_seed=(0, 0)))
     order = B.random.permutation_host(50, 0, 0)
     np.testing.assert_array_equal(y, split.labels[order])
+
+
+def _residual_trainer(schedule: str, seed: int = 0) -> Trainer:
+    """A small residual net with dropout inside its block (a nested dropout stream) and a per-batch schedule."""
+    from xpcnn import layers as L
+    L.manual_seed(seed)
+    model = xpcnn.Sequential([L.Conv2D(1, 4, 3, stride=2), L.BatchNorm2D(4), L.ReLU(),
+                              L.Residual([L.Conv2D(4, 4, 3, padding=1), L.Dropout(0.3, seed=7 + seed), L.GELU()]),
+                              L.GlobalAvgPool2D(), L.Flatten(), L.Dense(4, 10)])
+    optimizer = xpcnn.optim.SGD(model, lr=0.1, momentum=0.9, nesterov=True)
+    make = {"onecycle": lambda: xpcnn.optim.OneCycleLR(optimizer, total_steps=12),
+            "warmup-cosine": lambda: xpcnn.optim.WarmupCosineLR(optimizer, warmup_steps=3, total_steps=12)}[schedule]
+    return Trainer(model, optimizer, xpcnn.losses.SoftmaxCrossEntropy(label_smoothing=0.1), progress=False,
+                   seed=seed, schedule=make())
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "warmup-cosine"])
+def test_resume_with_a_per_batch_schedule_and_nested_dropout_is_bit_identical(schedule, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    train = Split(rng.integers(0, 256, (96, 12, 12), dtype=np.uint8), rng.integers(0, 10, 96))
+    straight = _residual_trainer(schedule)
+    straight.fit(train, epochs=2, batch_size=16)
+    assert straight.schedule.epoch == 12 and straight.history[-1]["lr"] < straight.history[0]["lr"]
+    first = _residual_trainer(schedule)
+    first.fit(train, epochs=1, batch_size=16, callbacks=[ModelCheckpoint(tmp_path)])
+    checkpoint = load_checkpoint(tmp_path / "last.npz")
+    assert checkpoint.meta["trainer"]["dropout_streams"] == {"3.block.1": [7, 6]}
+    assert checkpoint.meta["schedule"]["epoch"] == 6
+    resumed = _residual_trainer(schedule, seed=5)  # other weights, dropout seed and schedule progress
+    resumed.restore(checkpoint)
+    resumed.fit(train, epochs=2, batch_size=16)
+    for key, value in straight.model.state_dict().items():
+        assert np.array_equal(B.to_numpy(resumed.model.state_dict()[key]), B.to_numpy(value)), key
+    assert resumed.optimizer.lr == straight.optimizer.lr and resumed.optimizer.momentum == straight.optimizer.momentum
+
+
+def test_fit_refuses_a_per_batch_schedule_shorter_than_the_run() -> None:
+    rng = np.random.default_rng(0)
+    train = Split(rng.integers(0, 256, (96, 12, 12), dtype=np.uint8), rng.integers(0, 10, 96))
+    trainer = _residual_trainer("onecycle")
+    with pytest.raises(ValueError, match=r"OneCycleLR has total_steps=12, but training to epoch 3 takes 18 steps "
+                                         r"\(6 batches per epoch\); build it with total_steps=18"):
+        trainer.fit(train, epochs=3, batch_size=16)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,11 @@ LAYER_KEYWORDS: dict[Any, Rule] = {
     "out_features": POSITIVE_INT, "num_features": POSITIVE_INT, "kernel_size": SIZE, "stride": SIZE,
     "dilation": SIZE, "padding": POOL_PADDING, ("Conv2D", "padding"): CONV_PADDING, "bias": BOOL, "seed": SEED,
     "lowering": STRING, "p": FRACTION, "eps": POSITIVE, "momentum": UNIT, "negative_slope": FINITE,
+    "approximate": one_of("none", "tanh"),
 }
+
+#: Layer keywords whose value is a list of nested layer specs (a residual layer's paths), each checked as a layer.
+NESTED_KEYWORDS = ("block", "shortcut")
 
 #: The check of each optimizer hyper-parameter, by name.
 HYPERPARAMETERS: dict[str, Rule] = {
@@ -134,7 +139,7 @@ HYPERPARAMETERS: dict[str, Rule] = {
 OPTIMIZER_TYPES = {cls.__name__: cls for cls in (SGD, Adam, AdamW)}
 
 #: ``xpcnn train --schedule`` values (xpcnn.cli.train_settings.SCHEDULES: the CLI sits above this module).
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "warmup-cosine", "onecycle")
 
 
 def _section(value: Any, field: str, required: dict[str, Any], optional_keys: dict[str, Any]) -> None:
@@ -165,6 +170,9 @@ def _layer(spec: Any, field: str) -> None:
         if key not in keywords:
             known = ", ".join(keywords) or "none"
             raise _Invalid(f"{field}.{key}", f"unknown keyword of {kind} (its keywords: {known})")
+        if key in NESTED_KEYWORDS:
+            _layer_list(value, f"{field}.{key}", nullable=keywords[key].default is None)
+            continue
         rule = LAYER_KEYWORDS.get((kind, key)) or LAYER_KEYWORDS.get(key)
         if rule is not None:
             (optional(rule) if keywords[key].default is None else rule)(value, f"{field}.{key}")
@@ -172,6 +180,16 @@ def _layer(spec: Any, field: str) -> None:
         if parameter.default is inspect.Parameter.empty and key not in spec:
             needed = [k for k, p in keywords.items() if p.default is inspect.Parameter.empty]
             raise _Invalid(f"{field}.{key}", f"missing ({kind} needs {', '.join(needed)})")
+
+
+def _layer_list(value: Any, field: str, nullable: bool = False) -> None:
+    """A non-empty list of layer specs (or null where ``nullable``), each checked by :func:`_layer`."""
+    if value is None and nullable:
+        return
+    Rule("a non-empty list of layers" + (" or null" if nullable else ""),
+         lambda v: isinstance(v, list) and len(v) > 0)(value, field)
+    for j, spec in enumerate(value):
+        _layer(spec, f"{field}[{j}]")
 
 
 def _model_config(value: Any, field: str) -> None:
@@ -200,8 +218,9 @@ def _dropout_streams(value: Any, field: str) -> None:
     stream = Rule("a [seed, draws] pair of ints, draws >= 0",
                   lambda v: isinstance(v, list) and len(v) == 2 and _int(v[0]) and _int(v[1]) and v[1] >= 0)
     for key, item in value.items():
-        if not key.isdigit():
-            raise _Invalid(f"{field}.{key}", "expected a layer index as the key")
+        if not re.fullmatch(r"\d+(\.(block|shortcut)\.\d+)*", key):
+            raise _Invalid(f"{field}.{key}", "expected a layer's key as the key: its index, or for a layer in a "
+                                             "residual block its state-dict prefix such as 3.block.2")
         stream(item, f"{field}.{key}")
 
 
@@ -265,8 +284,13 @@ def _training(value: Any, field: str) -> None:
         return
     _section(value, field, {}, {"schedule": one_of(*SCHEDULES), "step_size": optional(POSITIVE_INT),
                                 "gamma": optional(POSITIVE), "t_max": optional(POSITIVE_INT),
-                                "early_stopping": optional(POSITIVE_INT), "augment": AUGMENT_POLICY})
-    needs = {"step": ("step_size", "gamma"), "cosine": ("t_max",)}.get(value.get("schedule"), ())
+                                "warmup_epochs": optional(POSITIVE_INT), "warmup_steps": optional(NON_NEGATIVE_INT),
+                                "total_steps": optional(POSITIVE_INT),
+                                "pct_start": optional(Rule("a number in (0, 1)", lambda v: _finite(v) and 0 < v < 1)),
+                                "label_smoothing": optional(UNIT), "early_stopping": optional(POSITIVE_INT),
+                                "augment": AUGMENT_POLICY})
+    needs = {"step": ("step_size", "gamma"), "cosine": ("t_max",), "warmup-cosine": ("warmup_steps", "total_steps"),
+             "onecycle": ("total_steps", "pct_start")}.get(value.get("schedule"), ())
     for key in needs:
         if value.get(key) is None:
             raise _Invalid(f"{field}.{key}", f"missing (the {value['schedule']} schedule needs {' and '.join(needs)})")
@@ -287,6 +311,8 @@ def parameter_count(layers: list[dict[str, Any]]) -> int:
     total = 0
     for spec in layers:
         kind, bias = spec["type"], spec.get("bias", True)
+        for key in NESTED_KEYWORDS:
+            total += parameter_count(spec.get(key) or [])
         if kind == "Dense":
             total += spec["out_features"] * (spec["in_features"] + bool(bias))
         elif kind == "Conv2D":
@@ -302,7 +328,7 @@ def output_classes(layers: list[dict[str, Any]]) -> int | None:
     for spec in reversed(layers):
         if spec["type"] == "Dense":
             return spec["out_features"]
-        if spec["type"] in ("Conv2D", "BatchNorm2D"):
+        if spec["type"] in ("Conv2D", "BatchNorm2D", "Residual"):
             return None
     return None
 
@@ -327,8 +353,23 @@ def _across_fields(meta: dict[str, Any]) -> None:
                                   f"{outputs} names")
     streams = (meta.get("trainer") or {}).get("dropout_streams") or {}
     for key in streams:
-        if int(key) >= len(layers) or layers[int(key)]["type"] != "Dropout":
+        spec = _spec_at(layers, key)
+        if spec is None or spec["type"] != "Dropout":
             raise _Invalid(f"trainer.dropout_streams.{key}", f"layer {key} of model_config is not a Dropout layer")
+
+
+def _spec_at(layers: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The (validated) layer spec at a state-dict key such as ``"3"`` or ``"3.block.2"``, or None."""
+    parts = key.split(".")
+    specs, spec = layers, None
+    for k, part in enumerate(parts):
+        if k % 2:  # "block" or "shortcut"
+            specs = (spec or {}).get(part) or []
+            continue
+        if int(part) >= len(specs):
+            return None
+        spec = specs[int(part)]
+    return spec
 
 
 def validate_header(meta: Any, path: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from xpcnn import backend as B
@@ -33,11 +34,21 @@ class SoftmaxCrossEntropy:
     """Mean cross-entropy of softmax(logits) against integer labels, fused and numerically stable.
 
     The values are PyTorch's ``cross_entropy`` (mean reduction), ``-inf`` logits included. ``check=False``
-    skips the label check (:func:`check_labels`), which synchronizes a GPU.
+    skips the label check (:func:`check_labels`), which synchronizes a GPU. ``label_smoothing`` ``eps`` is
+    PyTorch's: the loss is ``(1 - eps) * nll + eps * (mean over the classes of -log p)``, averaged over the batch.
+
+    Raises ValueError for a ``label_smoothing`` that is not a number in [0, 1].
     """
 
-    def __init__(self, check: bool = True) -> None:
-        self.check = check
+    def __init__(self, check: bool = True, label_smoothing: float = 0.0) -> None:
+        try:
+            smoothing = float(label_smoothing)
+        except (TypeError, ValueError):
+            smoothing = math.nan
+        if not 0.0 <= smoothing <= 1.0:
+            raise ValueError(f"SoftmaxCrossEntropy: label_smoothing must be a number in [0, 1], got "
+                             f"{label_smoothing!r}")
+        self.check, self.label_smoothing = check, smoothing
         self._grad = None
 
     def forward(self, logits: Any, labels: Any) -> Any:
@@ -56,7 +67,7 @@ class SoftmaxCrossEntropy:
                              "cast them with astype(float32) (integer logits would wrap in the softmax)")
         if self.check:
             check_labels(labels, logits.shape[1], logits.shape[0], where="SoftmaxCrossEntropy")
-        loss, self._grad = cross_entropy_forward(logits, labels)
+        loss, self._grad = cross_entropy_forward(logits, labels, self.label_smoothing)
         return loss
 
     __call__ = forward

@@ -18,8 +18,11 @@ class Sequential:
     """Layers applied in order: ``forward`` runs them, ``backward`` runs their backward in reverse.
 
     Parameters are keyed ``"<index>.<name>"`` (``"0.weight"``), exactly as in a PyTorch
-    ``nn.Sequential``'s state dict. The layers run as the steps of :attr:`plan` (an activation and
-    the pooling layer after it may run fused; :mod:`xpcnn.plan`).
+    ``nn.Sequential``'s state dict; those of layers nested in a :class:`~xpcnn.layers.Residual` at index 3 are
+    keyed ``"3.block.<j>.<name>"`` and ``"3.shortcut.<j>.<name>"``, as in a torch module with ``block`` and
+    ``shortcut`` ``nn.Sequential`` children (:meth:`named_modules` lists every layer with its key). The layers
+    run as the steps of :attr:`plan` (an activation and the pooling layer after it may run fused;
+    :mod:`xpcnn.plan`).
 
     ``normalization`` is the ``(mean, std)`` the model's inputs were standardized with in training (set by
     :meth:`xpcnn.Trainer.fit`, kept by :meth:`save` and :func:`xpcnn.load`), or None while unknown; each entry
@@ -31,8 +34,9 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not an xpcnn layer")
-            layer.name = f"layer {i} ({type(layer).__name__})"
         self.layers = layers
+        for key, layer in self.named_modules():
+            layer.name = f"layer {key} ({type(layer).__name__})"
         self.name = name
         self.training = True
         self.placement: B.Placement = B.resolve("cpu")
@@ -102,16 +106,26 @@ class Sequential:
 
     def _set_training(self, flag: bool) -> Sequential:
         self.training = flag
-        for layer in self.layers:
+        for layer in self.modules():
             layer.training = flag
         return self
 
-    # -- parameters -------------------------------------------------------------------------
+    # -- layers and parameters --------------------------------------------------------------
+    def named_modules(self) -> list[tuple[str, Layer]]:
+        """``(key, layer)`` for every layer, nested ones included (depth first, each after the layer holding
+        it), keyed as in PyTorch: ``"3"``, ``"3.block.0"``, ``"3.shortcut.1"``."""
+        return [pair for i, layer in enumerate(self.layers) for pair in layer.named_modules(str(i))]
+
+    def modules(self) -> list[Layer]:
+        """Every layer, nested ones included, in :meth:`named_modules` order."""
+        return [layer for _, layer in self.named_modules()]
+
     def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:
-        """``(key, layer, name)`` for each parameter, in state-dict order."""
-        for i, layer in enumerate(self.layers):
+        """``(key, layer, name)`` for each parameter, in state-dict order; ``layer`` is the (possibly nested)
+        layer that holds it, ``layer.params[name]`` the array."""
+        for prefix, layer in self.named_modules():
             for name in layer.params:
-                yield f"{i}.{name}", layer, name
+                yield f"{prefix}.{name}", layer, name
 
     def parameters(self) -> list[Any]:
         """Every parameter array, in state-dict order."""
@@ -122,11 +136,12 @@ class Sequential:
         return sum(_size(p) for p in self.parameters())
 
     def state_dict(self) -> dict[str, Any]:
-        """Parameters and buffers keyed ``"<index>.<name>"`` (arrays on the model's device)."""
+        """Parameters and buffers keyed ``"<index>.<name>"`` (``"<index>.block.<j>.<name>"`` inside a residual
+        layer; arrays on the model's device)."""
         state = {}
-        for i, layer in enumerate(self.layers):
+        for prefix, layer in self.named_modules():
             for name, value in {**layer.params, **layer.buffers}.items():
-                state[f"{i}.{name}"] = value
+                state[f"{prefix}.{name}"] = value
         return state
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
@@ -150,10 +165,10 @@ class Sequential:
         if problems:
             raise CheckpointError("state dict does not fit this model: " + " | ".join(problems)
                                   + "; was it saved from another architecture?")
-        for i, layer in enumerate(self.layers):
+        for prefix, layer in self.named_modules():
             for store in (layer.params, layer.buffers):
                 for name in store:
-                    key = f"{i}.{name}"
+                    key = f"{prefix}.{name}"
                     if key in given:
                         value = B.move(given[key], self.placement)
                         store[name] = self.placement.xp.astype(value, store[name].dtype)
@@ -170,7 +185,7 @@ class Sequential:
         B.check_dtype(placement.backend, dtype or self.dtype)
         self.dtype = dtype or self.dtype
         target_dtype = getattr(placement.xp, self.dtype)
-        for layer in self.layers:
+        for layer in self.modules():
             for store in (layer.params, layer.buffers):
                 for name, value in store.items():
                     store[name] = placement.xp.astype(B.move(value, placement), target_dtype)
@@ -201,16 +216,19 @@ class Sequential:
         return shape
 
     def summary(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
-        """A table of layer, output shape and parameter count for one ``(C, H, W)`` input."""
+        """A table of layer, output shape and parameter count for one ``(C, H, W)`` input.
+
+        A layer holding others (a residual block) shows its output and all its parameters on its own row, then
+        one indented row per nested layer (keyed as in the state dict: ``3.block.0``), with the shapes inside
+        its path."""
         shape = (1, *input_shape) if len(input_shape) == 3 else tuple(input_shape)
         rows = [("#", "layer", "output shape", "params")]
         for i, layer in enumerate(self.layers):
             try:
+                rows += _summary_rows(str(i), layer, shape, 0)
                 shape = layer.output_shape(shape)
             except ShapeError as exc:
                 raise ShapeError(f"summary: {exc}") from None
-            count = sum(_size(p) for p in layer.params.values())
-            rows.append((str(i), layer.describe(), "(N, " + ", ".join(map(str, shape[1:])) + ")", f"{count:,}"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
         lines.insert(1, "-" * len(lines[0]))
@@ -219,8 +237,7 @@ class Sequential:
 
     def config(self) -> dict[str, Any]:
         """JSON-ready description that :meth:`from_config` rebuilds the architecture from."""
-        return {"name": self.name, "layers": [{"type": type(layer).__name__, **layer.config()}
-                                              for layer in self.layers]}
+        return {"name": self.name, "layers": [layer_spec(layer) for layer in self.layers]}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
@@ -229,22 +246,51 @@ class Sequential:
         Raises :class:`CheckpointError` naming the layer (``model_config.layers[2] (Conv2D): ...``) for an unknown
         layer type or keywords its constructor refuses, and :class:`~xpcnn.errors.ResourceError` for a parameter
         larger than this machine's memory (before allocating it)."""
-        layers = []
-        for i, spec in enumerate(config["layers"]):
-            spec = dict(spec)
-            kind = spec.pop("type", None)
-            if kind not in LAYER_TYPES:
-                raise CheckpointError(f"model_config.layers[{i}]: unknown layer type {kind!r}; xpcnn knows "
-                                      f"{', '.join(sorted(LAYER_TYPES))}")
-            try:
-                layers.append(LAYER_TYPES[kind](**spec))
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"model_config.layers[{i}] ({kind}): {exc}") from None
+        layers = [layer_from_spec(spec, f"model_config.layers[{i}]") for i, spec in enumerate(config["layers"])]
         return cls(layers, name=config.get("name"))
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n])"
+
+
+def layer_spec(layer: Layer) -> dict[str, Any]:
+    """``{"type": <class name>, **layer.config()}``: a layer's JSON-ready description (nested layers nest)."""
+    return {"type": type(layer).__name__, **layer.config()}
+
+
+def layer_from_spec(spec: dict[str, Any], field: str) -> Layer:
+    """The layer (fresh weights) that :func:`layer_spec` described. A keyword whose value is a list of layer
+    specs (a residual layer's ``block`` and ``shortcut``) is built into a list of layers first.
+
+    Raises :class:`CheckpointError` naming ``field`` (``model_config.layers[3].block[1] (Conv2D): ...``) for an
+    unknown layer type or keywords its constructor refuses."""
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise CheckpointError(f"{field}: unknown layer type {kind!r}; xpcnn knows {', '.join(sorted(LAYER_TYPES))}")
+    for key, value in spec.items():
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            spec[key] = [layer_from_spec(item, f"{field}.{key}[{j}]") for j, item in enumerate(value)]
+    try:
+        return LAYER_TYPES[kind](**spec)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{field} ({kind}): {exc}") from None
+
+
+def _summary_rows(key: str, layer: Layer, shape: tuple[int, ...], depth: int) -> list[tuple[str, str, str, str]]:
+    """:meth:`Sequential.summary`'s rows for ``layer`` (keyed ``key``) given its input ``shape``, nested rows
+    after it, indented by ``depth``."""
+    count = sum(_size(p) for _, nested in layer.named_modules(key) for p in nested.params.values())
+    out = layer.output_shape(shape)
+    rows = [("  " * depth + key, "  " * depth + layer.describe(), "(N, " + ", ".join(map(str, out[1:])) + ")",
+             f"{count:,}")]
+    paths: dict[str, tuple[int, ...]] = {}
+    for child_key, child in layer.children():
+        path = child_key.split(".")[0]
+        rows += _summary_rows(f"{key}.{child_key}", child, paths.get(path, shape), depth + 1)
+        paths[path] = child.output_shape(paths.get(path, shape))
+    return rows
 
 
 def _size(array: Any) -> int:

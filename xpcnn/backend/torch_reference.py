@@ -7,33 +7,53 @@ from typing import Any
 import torch
 
 
+class TorchResidual(torch.nn.Module):
+    """``block(x) + shortcut(x)`` with ``block`` and ``shortcut`` ``nn.Sequential`` children (an empty shortcut
+    is the identity): the twin of :class:`xpcnn.layers.Residual`, with the same state-dict keys
+    (``block.0.weight``, ``shortcut.1.running_mean``)."""
+
+    def __init__(self, block: list[torch.nn.Module], shortcut: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.block = torch.nn.Sequential(*block)
+        self.shortcut = torch.nn.Sequential(*shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + self.shortcut(x)
+
+
 def build_torch_model(config: dict[str, Any]) -> torch.nn.Sequential:
     """A ``torch.nn.Sequential`` with the layers of an xpcnn model ``config()`` (same state-dict keys)."""
+    return torch.nn.Sequential(*(torch_layer(spec) for spec in config["layers"]))
+
+
+def torch_layer(spec: dict[str, Any]) -> torch.nn.Module:
+    """The PyTorch module of one xpcnn layer spec (``{"type": ..., **config}``)."""
     nn = torch.nn
-    layers = []
-    for spec in config["layers"]:
-        spec = dict(spec)
-        kind = spec.pop("type")
-        if kind == "Conv2D":
-            layers.append(nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
-                                    stride=tuple(spec["stride"]),
-                                    padding=spec["padding"] if isinstance(spec["padding"], (int, str))
-                                    else tuple(spec["padding"]),
-                                    dilation=tuple(spec["dilation"]), bias=spec["bias"]))
-        elif kind in ("MaxPool2D", "AvgPool2D"):
-            cls = nn.MaxPool2d if kind == "MaxPool2D" else nn.AvgPool2d
-            layers.append(cls(tuple(spec["kernel_size"]), tuple(spec["stride"]), tuple(spec["padding"])))
-        elif kind == "Dense":
-            layers.append(nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"]))
-        elif kind == "BatchNorm2D":
-            layers.append(nn.BatchNorm2d(spec["num_features"], eps=spec["eps"], momentum=spec["momentum"]))
-        elif kind == "Dropout":
-            layers.append(nn.Dropout(spec["p"]))
-        elif kind == "LeakyReLU":
-            layers.append(nn.LeakyReLU(spec["negative_slope"]))
-        else:
-            layers.append({"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "Flatten": nn.Flatten}[kind]())
-    return nn.Sequential(*layers)
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if kind == "Conv2D":
+        return nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
+                         stride=tuple(spec["stride"]),
+                         padding=spec["padding"] if isinstance(spec["padding"], (int, str)) else tuple(spec["padding"]),
+                         dilation=tuple(spec["dilation"]), bias=spec["bias"])
+    if kind in ("MaxPool2D", "AvgPool2D"):
+        cls = nn.MaxPool2d if kind == "MaxPool2D" else nn.AvgPool2d
+        return cls(tuple(spec["kernel_size"]), tuple(spec["stride"]), tuple(spec["padding"]))
+    if kind == "Dense":
+        return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
+    if kind == "BatchNorm2D":
+        return nn.BatchNorm2d(spec["num_features"], eps=spec["eps"], momentum=spec["momentum"])
+    if kind == "Dropout":
+        return nn.Dropout(spec["p"])
+    if kind == "LeakyReLU":
+        return nn.LeakyReLU(spec["negative_slope"])
+    if kind == "GELU":
+        return nn.GELU(approximate=spec["approximate"])
+    if kind == "GlobalAvgPool2D":
+        return nn.AdaptiveAvgPool2d(1)
+    if kind == "Residual":
+        return TorchResidual([torch_layer(s) for s in spec["block"]], [torch_layer(s) for s in spec["shortcut"] or []])
+    return {"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "Flatten": nn.Flatten}[kind]()
 
 
 class TorchTrainStep:

@@ -25,6 +25,7 @@ from xpcnn.data.batches import image_shape
 from xpcnn.data.datasets import Split
 from xpcnn.errors import CheckpointError, ShapeError, XpcnnError
 from xpcnn.layers import Dense
+from xpcnn.losses import SoftmaxCrossEntropy
 from xpcnn.model import Sequential
 from xpcnn.training import HistoryLogger, ModelCheckpoint, Trainer, TrainingInterrupted, plots
 from xpcnn.training.trainer import dataset_normalization, model_takes
@@ -37,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a preset CNN. Writes last.npz, best.npz, history.jsonl and PNG plots "
                                    "into --out. --resume CKPT continues a run with the settings it was started "
                                    "with (recorded in the checkpoint).")
-    p.add_argument("--model", choices=sorted(models.PRESETS), help="preset (default: seed-deep)")
+    p.add_argument("--model", choices=sorted(models.PRESETS),
+                   help="preset (default: seed-deep); resnet20 and fastnet are built for the dataset's channels, "
+                        "image size and classes")
     add_data_arguments(p, default_dataset=None,
                        default_help="mnist when it is here or can be downloaded, else the bundled mnist-sample")
     add_device_arguments(p)
@@ -101,6 +104,7 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
     if args.limit_train:
         train = train.take(0, args.limit_train)
     info = datasets.dataset_info(args.dataset)
+    batches_per_epoch = -(-len(train) // args.batch_size)
     opt_cls, default_lr = OPTIMIZERS[args.optimizer] if args.optimizer in OPTIMIZERS else (None, None)
     if checkpoint is not None:
         model = checkpoint.build_model()
@@ -113,13 +117,19 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
         if not hyper.get("lr"):  # a cosine schedule ends at 0, which no optimizer takes: build it at the run's
             hyper["lr"] = config["lr"] or (checkpoint.meta.get("schedule") or {}).get("base_lr")  # (restored next)
         optimizer = opt_cls(model, **hyper)
-        run_settings = train_settings.settings(args, checkpoint)
+        run_settings = train_settings.settings(args, checkpoint, batches_per_epoch)
         run_settings["augment"] = augment_settings.settings(args, train, info, checkpoint)
     else:
-        run_settings = train_settings.settings(args)
+        run_settings = train_settings.settings(args, batches_per_epoch=batches_per_epoch)
         run_settings["augment"] = augment_settings.settings(args, train, info)
-        model = _fitted_head(models.build(args.model, seed=args.seed), len(train.classes or info.classes), args.seed)
-        extra = {"momentum": args.momentum} if opt_cls is optim.SGD else {}
+        num_classes, shape = len(train.classes or info.classes), {}
+        if models.takes_shape(args.model):
+            c, h, w = image_shape(train.images.shape)
+            shape = {"in_channels": c, "image_size": (h, w), "num_classes": num_classes}
+        model = _fitted_head(models.build(args.model, seed=args.seed, **shape), num_classes, args.seed)
+        if args.nesterov and opt_cls is not optim.SGD:
+            raise ValueError(f"--nesterov applies to --optimizer sgd only (this run's optimizer: {args.optimizer})")
+        extra = {"momentum": args.momentum, "nesterov": bool(args.nesterov)} if opt_cls is optim.SGD else {}
         if args.weight_decay is not None:
             extra["weight_decay"] = args.weight_decay
         args.lr = config["lr"] = args.lr or default_lr
@@ -127,7 +137,8 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
     config["out"] = str(out.resolve())
     _check_input(model, train, args)
     classes = list(train.classes or info.classes)
-    trainer = Trainer(model, optimizer, device=args.device, backend=args.backend, seed=args.seed,
+    trainer = Trainer(model, optimizer, SoftmaxCrossEntropy(label_smoothing=run_settings["label_smoothing"]),
+                      device=args.device, backend=args.backend, seed=args.seed,
                       normalization=dataset_normalization(train), progress=not args.no_progress,
                       schedule=train_settings.build_schedule(run_settings, optimizer), distributed=comm or False,
                       augment=augment_settings.build(run_settings["augment"], train, info))

@@ -1,4 +1,4 @@
-"""Element-wise activation layers: ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``."""
+"""Element-wise activation layers: ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``GELU``."""
 
 from __future__ import annotations
 
@@ -65,3 +65,33 @@ class LeakyReLU(Layer):
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
         self._expect_cached(self._x)
         return act.leaky_relu_backward(grad_out, self._x, self.negative_slope)
+
+
+class GELU(Layer):
+    """Gaussian error linear unit, as PyTorch's ``nn.GELU(approximate)``; any shape.
+
+    ``approximate="none"`` (default) is the exact ``x * Phi(x)``, with the normal CDF ``Phi`` computed by
+    rational approximations of erf/erfc (:func:`xpcnn.ops.activations.normal_cdf`: relative error below 1e-15
+    in float64, so float32 results are PyTorch's to rounding); ``"tanh"`` is PyTorch's tanh approximation, formula
+    for formula. Raises ValueError for another ``approximate``.
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self._x = self._cache = None
+
+    def config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+    def forward(self, x: Any) -> Any:
+        self._namespace(x)
+        self._x = x
+        y, self._cache = act.gelu_forward(x, self.approximate)
+        return y
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        self._expect_cached(self._x)
+        return act.gelu_backward(grad_out, self._x, self._cache, self.approximate)

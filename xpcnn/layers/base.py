@@ -69,6 +69,20 @@ class Layer:
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
 
+    # -- nesting ------------------------------------------------------------------------------
+    def children(self) -> list[tuple[str, Layer]]:
+        """The layers nested directly in this one as ``(relative key, layer)``, e.g. ``("block.0", conv)``
+        for a :class:`~xpcnn.layers.Residual`; empty for a plain layer."""
+        return []
+
+    def named_modules(self, prefix: str) -> list[tuple[str, Layer]]:
+        """``(key, layer)`` for this layer (keyed ``prefix``) and every layer nested in it, depth first, keyed
+        as in PyTorch's ``named_modules`` (``"3"``, ``"3.block.0"``, ...)."""
+        found: list[tuple[str, Layer]] = [(prefix, self)]
+        for key, child in self.children():
+            found += child.named_modules(f"{prefix}.{key}")
+        return found
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"

@@ -1,4 +1,4 @@
-"""``MaxPool2D`` and ``AvgPool2D`` over ``(N, C, H, W)`` input."""
+"""``MaxPool2D``, ``AvgPool2D`` and ``GlobalAvgPool2D`` over ``(N, C, H, W)`` input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from typing import Any
 
 from xpcnn.errors import ShapeError
 from xpcnn.layers.base import Layer
-from xpcnn.ops.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from xpcnn.ops.pool import (
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from xpcnn.ops.shapes import output_hw, pair
 
 
@@ -67,3 +74,40 @@ class AvgPool2D(_Pool2D):
 
     _forward = staticmethod(avg_pool2d_forward)
     _backward = staticmethod(avg_pool2d_backward)
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean over each channel's whole plane: ``(N, C, H, W)`` -> ``(N, C, 1, 1)``, as PyTorch's
+    ``nn.AdaptiveAvgPool2d(1)`` (follow it with :class:`~xpcnn.layers.Flatten` for ``(N, C)``). Any ``H x W``.
+
+    Raises :class:`~xpcnn.errors.ShapeError` for input that is not 4-D.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, int, int, int] | None = None
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 4:
+            raise ShapeError(f"{self.name}: expected a 4-D input (N, C, H, W), got shape {tuple(input_shape)}")
+        return (input_shape[0], input_shape[1], 1, 1)
+
+    def forward(self, x: Any) -> Any:
+        self._expect_rank(x, 4, "(N, C, H, W)")
+        self._namespace(x)
+        self._shape = tuple(x.shape)
+        return global_avg_pool2d_forward(x)
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+        self._expect_cached(self._shape)
+        return global_avg_pool2d_backward(grad_out, self._shape)
+
+
+def AdaptiveAvgPool2d(output_size: int | tuple[int, int] = 1) -> GlobalAvgPool2D:  # noqa: N802 - PyTorch's name
+    """PyTorch's name for :class:`GlobalAvgPool2D`, for ``output_size`` 1 (or ``(1, 1)``) only.
+
+    Raises ValueError for any other output size (xpcnn has no adaptive pooling to larger outputs)."""
+    if output_size not in (1, (1, 1), [1, 1]):
+        raise ValueError(f"AdaptiveAvgPool2d: xpcnn supports output_size=1 only (GlobalAvgPool2D), got "
+                         f"{output_size!r}; for other sizes use AvgPool2D with a fitting kernel_size and stride")
+    return GlobalAvgPool2D()

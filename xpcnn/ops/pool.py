@@ -113,3 +113,17 @@ def mean_pool_grad(g: Any, padded_shape: tuple[int, int, int, int], kernel: Pair
     for index in window_slices(kernel, stride, out_hw):
         dx = B.add_at(dx, index, g)
     return dx
+
+
+def global_avg_pool2d_forward(x: Any) -> Any:
+    """Mean over each channel's whole ``H x W`` plane: ``(N, C, H, W)`` -> ``(N, C, 1, 1)`` (PyTorch's
+    ``adaptive_avg_pool2d(x, 1)``)."""
+    return B.namespace_of(x).mean(x, axis=(2, 3), keepdims=True)
+
+
+def global_avg_pool2d_backward(grad_y: Any, input_shape: tuple[int, int, int, int]) -> Any:
+    """Gradient ``(N, C, H, W)`` of :func:`global_avg_pool2d_forward`: each ``(N, C, 1, 1)`` output gradient spread
+    evenly over its plane (a new array, never a read-only broadcast view)."""
+    xp = B.namespace_of(grad_y)
+    h, w = input_shape[2], input_shape[3]
+    return xp.zeros(input_shape, dtype=grad_y.dtype, device=B.device_of(grad_y)) + grad_y / float(h * w)

@@ -2,7 +2,8 @@
 
 from xpcnn.optim.adam import Adam, AdamW
 from xpcnn.optim.base import Optimizer
-from xpcnn.optim.schedules import CosineAnnealingLR, Schedule, StepLR
+from xpcnn.optim.schedules import CosineAnnealingLR, OneCycleLR, Schedule, StepLR, WarmupCosineLR
 from xpcnn.optim.sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "Optimizer", "Schedule", "StepLR"]
+__all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "OneCycleLR", "Optimizer", "Schedule", "StepLR",
+           "WarmupCosineLR"]

@@ -58,7 +58,7 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Drop stored gradients (backward overwrites them anyway; this frees memory)."""
-        for layer in self.model.layers:
+        for layer in self.model.modules():
             layer.grads = {}
 
     def update(self, key: str, param: Any, grad: Any, state: dict[str, Any]) -> Any:

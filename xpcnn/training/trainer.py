@@ -233,6 +233,11 @@ class Trainer:
         device about every 0.5 s (with or without a progress bar) and at the end of each epoch, where the
         weights and optimizer slots are checked too; the epoch's callbacks do not run then (no checkpoint,
         no history record). A loss that is finite, however large, is not an error.
+
+        A schedule steps after each epoch, or after each batch where its ``interval`` is ``"batch"``
+        (:class:`~xpcnn.optim.OneCycleLR`, :class:`~xpcnn.optim.WarmupCosineLR`; checkpoints hold its step count,
+        so a resumed run continues it exactly); the history's ``lr`` is the rate of the epoch's last step. Raises
+        ValueError, before training, when such a schedule's ``total_steps`` ends before ``epochs`` do.
         """
         if self.optimizer is None:
             raise ValueError("Trainer.fit needs an optimizer: Trainer(model, xpcnn.optim.Adam(model), ...)")
@@ -252,6 +257,7 @@ class Trainer:
             check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
                                8 if self.model.dtype == "float64" else 4)
         data = self._checked_data(train, "training labels")
+        self._check_schedule_length(data.num_batches(batch_size), epochs)
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
         self.parallel.start(self, data.count, batch_size, verbose)  # same configuration everywhere; rank 0's weights
@@ -271,6 +277,20 @@ class Trainer:
             self._interrupt_point = _no_interrupt
         return self.history
 
+    def _per_batch_schedule(self) -> bool:
+        return self.schedule is not None and getattr(self.schedule, "interval", "epoch") == "batch"
+
+    def _check_schedule_length(self, batches_per_epoch: int, epochs: int) -> None:
+        """Raise ValueError if a per-batch schedule with ``total_steps`` would run out before ``epochs`` end."""
+        total = getattr(self.schedule, "total_steps", None)
+        if not self._per_batch_schedule() or total is None:
+            return
+        remaining = max(epochs - self.epoch, 0) * batches_per_epoch - self.batch_in_epoch
+        if self.schedule.epoch + remaining > total:
+            raise ValueError(f"{type(self.schedule).__name__} has total_steps={total}, but training to epoch {epochs} "
+                             f"takes {self.schedule.epoch + remaining} steps ({batches_per_epoch} batches per epoch); "
+                             f"build it with total_steps={epochs * batches_per_epoch}, or train fewer epochs")
+
     def _fit_epochs(self, data: DeviceData, val_data: DeviceData | None, epochs: int, batch_size: int,
                     callbacks: list[Callback], verbose: int) -> None:
         """The epochs of :meth:`fit`: train, validate, step the schedule, report, run the callbacks."""
@@ -279,7 +299,7 @@ class Trainer:
             if val_data is not None:
                 result = self._evaluate(val_data, batch_size=max(batch_size, 256))
                 record.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-            if self.schedule is not None:
+            if self.schedule is not None and not self._per_batch_schedule():
                 record["lr"] = self.optimizer.lr
                 self.schedule.step()
             if verbose:
@@ -300,6 +320,7 @@ class Trainer:
         started, shown = time.perf_counter() - earlier, 0.0
         unread: list[Any] = []  # the steps' losses since the running loss was last read: to name the bad step
         compiled_before = compile_seconds()  # first-use kernel compilation is left out of img/s
+        per_batch_schedule, lr = self._per_batch_schedule(), self.optimizer.lr
         try:
             batches = data.batches(batch_size, (self.seed, self.epoch), start=self.batch_in_epoch, shard=shard)
             for batch, (x, y) in enumerate(batches, start=self.batch_in_epoch):
@@ -310,6 +331,9 @@ class Trainer:
                 model.backward(self.loss.backward(), need_input_grad=False)
                 self.parallel.average_gradients()  # data-parallel: the mean over the ranks, one allreduce per dtype
                 self.optimizer.step()
+                if per_batch_schedule:  # stepped with the batch counters: a checkpoint between steps resumes exactly
+                    lr = self.optimizer.lr
+                    self.schedule.step()
                 n = y.shape[0]
                 hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.int32))  # int32: JAX's default width
                 loss_sum = value * n if loss_sum is None else loss_sum + value * n  # stays on the device
@@ -340,6 +364,8 @@ class Trainer:
             record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / seen if seen else float("nan"),
                       "accuracy": int(correct) / seen if seen else float("nan"),
                       "images_per_s": seen / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
+            if per_batch_schedule:
+                record["lr"] = lr  # the rate of the epoch's last step
             if seen:
                 self._check_state(record["loss"], total)
             bar.set_postfix_str(bar_postfix(record["loss"], record["accuracy"], record["images_per_s"]))
@@ -446,8 +472,8 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_meta(self) -> dict[str, Any]:
         """Progress and RNG state for a checkpoint (JSON-ready)."""
-        dropout = {str(i): [layer.seed, layer.draws] for i, layer in enumerate(self.model.layers)
-                   if hasattr(layer, "draws")}
+        dropout = {key: [layer.seed, layer.draws] for key, layer in self.model.named_modules()
+                   if hasattr(layer, "draws")}  # keyed as the state dict: "5", or "3.block.2" inside a residual
         return {"trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                             "global_step": self.global_step, "seed": self.seed,
                             "normalization": normalization.to_json(self._normalization()),
@@ -480,8 +506,9 @@ class Trainer:
         if state.get("normalization") is not None:
             self.normalization = _checked_normalization(state["normalization"])
             self.model.normalization = self.normalization
-        for index, (seed, draws) in state.get("dropout_streams", {}).items():
-            self.model.layers[int(index)].seed, self.model.layers[int(index)].draws = int(seed), int(draws)
+        modules = dict(self.model.named_modules())
+        for key, (seed, draws) in state.get("dropout_streams", {}).items():
+            modules[key].seed, modules[key].draws = int(seed), int(draws)
         if self.schedule is not None and checkpoint.meta.get("schedule"):
             self.schedule.load_state_dict(checkpoint.meta["schedule"])
         self.history = list(checkpoint.meta.get("history", []))
