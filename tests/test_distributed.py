@@ -233,3 +233,14 @@ def test_a_mistake_every_rank_makes_is_printed_once(once: None, tmp_path: Path) 
     assert done.returncode != 0 and seconds < 60
     lines = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(lines) == 1 and lines[0].startswith("xpcnn train: error: --dataset mnist-sample is already split")
+
+
+def test_a_per_batch_schedule_counts_each_ranks_steps(once: None, tmp_path: Path) -> None:
+    out = tmp_path / "onecycle"
+    done, _ = run_job(["-m", "xpcnn.cli.main", "train", "--distributed", "--dataset", "mnist-sample",
+                       "--limit-train", "512", "--batch-size", "32", "--epochs", "2", "--schedule", "onecycle",
+                       "--optimizer", "sgd", "--lr", "0.1", "--out", str(out), "--no-progress"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from xpcnn.backend import host
+    _, meta = host.load_arrays(out / "last.npz")
+    assert meta["training"]["total_steps"] == meta["schedule"]["epoch"] == 2 * 512 // (2 * 32)  # ran to its end

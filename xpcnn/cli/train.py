@@ -23,6 +23,7 @@ from xpcnn.cli.common import (
 from xpcnn.data import datasets
 from xpcnn.data.batches import image_shape
 from xpcnn.data.datasets import Split
+from xpcnn.distributed.sharding import Shard, num_steps
 from xpcnn.errors import CheckpointError, ShapeError, XpcnnError
 from xpcnn.layers import Dense
 from xpcnn.losses import SoftmaxCrossEntropy
@@ -104,7 +105,8 @@ def _setup(args: argparse.Namespace, comm: Any = None) -> SimpleNamespace | None
     if args.limit_train:
         train = train.take(0, args.limit_train)
     info = datasets.dataset_info(args.dataset)
-    batches_per_epoch = -(-len(train) // args.batch_size)
+    ranks = Shard(comm.rank, comm.size) if comm is not None else None  # per-batch schedules count this rank's steps
+    batches_per_epoch = num_steps(len(train), args.batch_size, ranks)
     opt_cls, default_lr = OPTIMIZERS[args.optimizer] if args.optimizer in OPTIMIZERS else (None, None)
     if checkpoint is not None:
         model = checkpoint.build_model()

@@ -257,7 +257,7 @@ class Trainer:
             check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
                                8 if self.model.dtype == "float64" else 4)
         data = self._checked_data(train, "training labels")
-        self._check_schedule_length(data.num_batches(batch_size), epochs)
+        self._check_schedule_length(data.num_batches(batch_size, self.parallel.shard), epochs)
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
         self.parallel.start(self, data.count, batch_size, verbose)  # same configuration everywhere; rank 0's weights
