@@ -161,8 +161,9 @@ def test_processes_times_resnet20_on_3x32x32(tmp_path) -> None:
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "bench" / "processes.py"), "--xpcnn-path", str(root), "--models", "resnet20", "seed-simple",
-                             "--batch-sizes", "2", "--rounds", "1", "--seconds", "0", "--warmup", "0", "--orders", "numpy-first",
+    result = subprocess.run([sys.executable, str(root / "bench" / "processes.py"), "--xpcnn-path", str(root),
+                             "--models", "resnet20", "seed-simple", "--batch-sizes", "2", "--rounds", "1",
+                             "--seconds", "0", "--warmup", "0", "--orders", "numpy-first",
                              "--busy", "1000", "--label", "test", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr

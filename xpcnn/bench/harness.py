@@ -59,7 +59,8 @@ def build_preset(name: str, seed: int = 0, input_shape: tuple[int, int, int] | N
 
 class XpcnnStep:
     """One xpcnn training step (forward, backward, Adam) on fixed synthetic data: ``x`` of shape
-    ``(batch_size, *preset_input_shape(name, input_shape))`` float32, ``y`` of shape ``(batch_size,)`` int in [0, 10)."""
+    ``(batch_size, *preset_input_shape(name, input_shape))`` float32, ``y`` of shape ``(batch_size,)`` int in
+    [0, 10)."""
 
     def __init__(self, name: str, batch_size: int, placement: B.Placement, seed: int = 0,
                  input_shape: tuple[int, int, int] | None = None) -> None:
@@ -151,9 +152,9 @@ def measure(model: str, batch_size: int, backend: str | None = None, device: str
             settle: float = SETTLE_SECONDS, input_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """One measurement: training and inference images/s of xpcnn (and of the reference), GFLOP/s, memory.
 
-    Both engines run on the same synthetic batch, of shape ``(batch_size, *preset_input_shape(model, input_shape))``
-    (recorded as ``input_shape``, ``[C, H, W]``). Each timed block of ``steps`` calls follows ``settle`` seconds of untimed calls
-    of the same kind.
+    Both engines run on the same synthetic batch, of shape ``(batch_size, *preset_input_shape(model,
+    input_shape))`` (recorded as ``input_shape``, ``[C, H, W]``). Each timed block of ``steps`` calls follows
+    ``settle`` seconds of untimed calls of the same kind.
     """
     placement = B.resolve(device, backend)
     warm_up()
