@@ -8,7 +8,8 @@ training steps (forward, loss, backward, Adam) of the same preset on the same sy
 ``xpcnn.bench.harness`` after ``--warmup`` untimed steps, and report the mean milliseconds per step of:
 
 - xpcnn: every leaf layer's ``forward`` and ``backward`` (layers nested in a ``Residual`` included; a residual
-  layer's own remainder, its sum, shows as ``add``), the loss, and ``optimizer.step()``, timed by wrapping those
+  layer's own remainder, its sum, shows as ``add``; an activation fused with the pooling layer after it, as one
+  ``ReLU+MaxPool2D fused`` row), the loss, and ``optimizer.step()``, timed by wrapping those
   methods on the instances (NumPy runs synchronously). Convolutions are also listed one row per signature
   (channels, kernel, input size; PyTorch's forward only: its backward events carry no shapes).
 - PyTorch: ``torch.profiler`` CPU time of the forward ops (``aten::conv2d``, ``aten::batch_norm``, ...) and of
@@ -49,6 +50,7 @@ def profile_xpcnn(args: argparse.Namespace) -> dict:
     from xpcnn import backend as B
     from xpcnn.bench.harness import XpcnnStep
     from xpcnn.layers import Residual
+    from xpcnn.plan import FusedStep
     from xpcnn.kernels.numpy.compiled import warm_up
     warm_up()
     step = XpcnnStep(args.model, args.batch_size, B.resolve("cpu"), input_shape=args.input)
@@ -82,7 +84,8 @@ def profile_xpcnn(args: argparse.Namespace) -> dict:
 
     residuals = [layer for layer in step.model.layers if isinstance(layer, Residual)]
     all_leaves = list(leaves(step.model.layers))
-    for obj in [*residuals, *all_leaves, step.loss]:
+    fused = [s for s in step.model.plan if isinstance(s, FusedStep)]  # an activation and a pool run as one op
+    for obj in [*residuals, *all_leaves, *fused, step.loss]:
         wrap(obj, "forward")
         wrap(obj, "backward")
     wrap(step.optimizer, "step")
@@ -104,6 +107,9 @@ def profile_xpcnn(args: argparse.Namespace) -> dict:
         for r in residuals:  # the residual layer's own share: its sum (forward) and the gradients' sum (backward)
             ms[f"add|{phase}"] += scale * (seconds[(id(r), phase)]
                                            - sum(seconds[(id(c), phase)] for c in leaves(r.block + r.shortcut)))
+        for s in fused:
+            part = f"{type(s.activation).__name__}+{type(s.pool).__name__} fused"
+            ms[f"{part}|{phase}"] += scale * seconds[(id(s), phase)]
         ms[f"loss|{phase}"] += scale * seconds[(id(step.loss), phase)]
     ms["optimizer|step"] = scale * seconds[(id(step.optimizer), "step")]
     return {"engine": "xpcnn", "xpcnn_file": xpcnn.__file__, "plain_step_ms": plain_ms,
