@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 
 TORCH = "torch==2.13.0"  # the local CPU wheel; a bare `torch` would pull a multi-GB CUDA build
-PRESETS = ["seed-simple", "seed-deep", "mnist-cnn", "lenet5"]
+PRESETS = ["seed-simple", "seed-deep", "mnist-cnn", "lenet5", "resnet20", "fastnet"]  # 1x28x28; the last two 3x32x32
 
 
 def install(session: nox.Session, *extras: str) -> None:
@@ -74,9 +74,11 @@ def bench(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def compare(session: nox.Session) -> None:
-    """The headline comparison: xpcnn vs native PyTorch training, each run in its own fresh process."""
+    """The headline comparison: xpcnn vs native PyTorch training, each run in its own fresh process, every preset
+    on its own input shape (resnet20 and fastnet on 3x32x32; `-- --input CxHxW` changes theirs)."""
     install(session, "bench")
-    session.run("python", "bench/processes.py", *session.posargs)
+    models = [] if "--models" in session.posargs else ["--models", *PRESETS]
+    session.run("python", "bench/processes.py", *models, *session.posargs)
 
 
 @nox.session

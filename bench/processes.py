@@ -2,10 +2,12 @@
 
     python bench/processes.py [--models M ...] [--batch-sizes N ...] [--rounds 3] [--seconds 2]
                               [--orders numpy-first xpcnn-first] [--label L] [--out DIR]
-                              [--xpcnn-path DIR] [--busy 0.25] [--retries 3] [--smoke]
+                              [--xpcnn-path DIR] [--busy 0.25] [--retries 3] [--input CxHxW] [--smoke]
 
 Every run is a new ``python -c`` child that builds one preset at one batch size and times
-training steps (forward, backward, Adam) on fixed synthetic MNIST-shaped data:
+training steps (forward, backward, Adam) on fixed synthetic data of the preset's input shape
+(1x28x28 for the 28x28 presets; 3x32x32 for ``resnet20`` and ``fastnet``, or ``--input``'s shape,
+which applies to those two only):
 
 - ``xpcnn numpy-first``: ``import numpy``, then ``import xpcnn``, then ``xpcnn.enable_wide_vectors()``
   where that opt-in exists, then ``xpcnn.bench.harness.XpcnnStep`` on the NumPy backend;
@@ -47,7 +49,8 @@ import sys
 import time
 from pathlib import Path
 
-PRESETS = ["seed-simple", "seed-deep", "mnist-cnn", "lenet5"]  # xpcnn.models.PRESETS (not imported here)
+PRESETS = ["seed-simple", "seed-deep", "mnist-cnn", "lenet5", "resnet20", "fastnet"]  # xpcnn.models.PRESETS
+SHAPED = {"resnet20", "fastnet"}  # presets that take any input shape (xpcnn.models.takes_shape; not imported here)
 ORDERS = ["numpy-first", "xpcnn-first"]
 
 CHILD = r"""
@@ -63,9 +66,11 @@ sys.path.insert(0, cfg["path"])
 if cfg["engine"] == "torch":
     import numpy, torch, xpcnn
     from xpcnn.backend.torch_reference import TorchTrainStep
-    model = xpcnn.models.build(cfg["model"], seed=0)
+    from xpcnn.bench.harness import build_preset, preset_input_shape
+    shape = preset_input_shape(cfg["model"], cfg.get("input"))
+    model = build_preset(cfg["model"], 0, shape)
     state = {k: xpcnn.backend.to_numpy(v) for k, v in model.state_dict().items()}
-    step, wide = TorchTrainStep(model.config(), state, cfg["batch"]), None
+    step, wide = TorchTrainStep(model.config(), state, cfg["batch"], input_shape=shape), None
 else:
     if cfg["order"] == "numpy-first":
         import numpy, xpcnn
@@ -75,7 +80,9 @@ else:
     if wide:
         xpcnn.enable_wide_vectors()
     import xpcnn.bench.harness
-    step = xpcnn.bench.harness.XpcnnStep(cfg["model"], cfg["batch"], xpcnn.backend.resolve("cpu"))
+    step = xpcnn.bench.harness.XpcnnStep(cfg["model"], cfg["batch"], xpcnn.backend.resolve("cpu"),
+                                         input_shape=cfg.get("input"))
+    shape = step.input_shape
 start, last, n = time.perf_counter(), None, 0
 while True:
     t = time.perf_counter(); step.train(); t = time.perf_counter() - t; n += 1
@@ -89,10 +96,18 @@ while steps < 5 or time.perf_counter() - start < cfg["seconds"]:
 seconds, cpu1 = time.perf_counter() - start, cpu()
 others = None if cpu0 is None else ((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / seconds
 print(json.dumps({"img_s": cfg["batch"] * steps / seconds, "steps": steps, "timed_s": seconds, "others_cores": others,
-                  "warmup_s": warmup, "warmup_steps": n, "xpcnn_file": xpcnn.__file__,
+                  "warmup_s": warmup, "warmup_steps": n, "xpcnn_file": xpcnn.__file__, "input_shape": list(shape),
                   "numpy": numpy.__version__, "wide_vectors_opt_in": wide,
                   "numba_features_wide": "-prefer-256-bit" in os.environ.get("NUMBA_CPU_FEATURES", "")}))
 """
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """argparse type: ``CxHxW`` (e.g. ``3x32x32``) as three positive ints."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected CxHxW with three positive integers, e.g. 3x32x32, got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def busy_cores(seconds: float = 1.0) -> float:
@@ -190,12 +205,14 @@ def report(args: argparse.Namespace, runs: list[dict], root: str, command: str) 
              "| model | batch | xpcnn img/s (numpy first, median) | xpcnn img/s (xpcnn first, median) "
              "| PyTorch img/s (median) | ratio xpcnn/PyTorch | numpy-first / xpcnn-first |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    shapes = {r["model"]: "x".join(map(str, r["input_shape"])) for r in runs if "input_shape" in r}
     for model in args.models:
+        shown = model if shapes.get(model, "1x28x28") == "1x28x28" else f"{model} ({shapes[model]})"
         for batch in args.batch_sizes:
             nf, xf, pt = ((model, batch, o) for o in ("numpy-first", "xpcnn-first", "torch"))
             ours = nf if nf in med else xf
             cells = " | ".join(f"{med[k]:,.0f}" if k in med else "-" for k in (nf, xf, pt))
-            lines.append(f"| {model} | {batch} | {cells} | {ratio(ours, pt)} | {ratio(nf, xf)} |")
+            lines.append(f"| {shown} | {batch} | {cells} | {ratio(ours, pt)} | {ratio(nf, xf)} |")
     used = [r for r in runs if r["used"]]
     lines += ["", f"{len(runs) - len(used)} run(s) repeated because other processes used more than {args.busy} "
               f"cores meanwhile; {sum(r['busy'] for r in used)} of the {len(used)} runs used are still such runs."]
@@ -220,6 +237,8 @@ def main() -> None:
     p.add_argument("--xpcnn-path", help="source tree whose xpcnn/ the children import (default: the importable one)")
     p.add_argument("--busy", type=float, default=0.25, help="cores used by other processes that void a run")
     p.add_argument("--retries", type=int, default=3, help="repeats of a run voided by other processes")
+    p.add_argument("--input", type=input_shape, metavar="CxHxW",
+                   help="image shape for resnet20 and fastnet (default: 3x32x32); the 28x28 presets keep 1x28x28")
     p.add_argument("--smoke", action="store_true", help="one preset, one batch size, 1 round, 0.3 s timed")
     args = p.parse_args()
     if args.smoke:
@@ -235,7 +254,8 @@ def main() -> None:
                 jobs = [args.orders[0], None, *args.orders[1:]] if rnd % 2 == 0 else [None, *args.orders[::-1]]
                 for order in jobs:
                     cfg = {"engine": "torch" if order is None else "xpcnn", "order": order, "model": model,
-                           "batch": batch, "round": rnd, "path": root, "warmup": args.warmup, "seconds": args.seconds}
+                           "batch": batch, "round": rnd, "path": root, "warmup": args.warmup, "seconds": args.seconds,
+                           "input": list(args.input) if args.input and model in SHAPED else None}
                     runs += run_child(cfg, args.busy, args.retries)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.date.today()}-{socket.gethostname().split('.')[0]}-processes"

@@ -92,3 +92,85 @@ def test_bench_without_torch_times_xpcnn_alone(capsys, monkeypatch) -> None:
     assert "PyTorch is not installed, so xpcnn is timed alone" in captured.err
     record = json.loads(captured.out.strip())
     assert record["train_img_s"] > 0 and record["reference"] is None
+
+
+# -- presets on their own input shape (resnet20 and fastnet: 3x32x32) -------------------------------------------------
+
+def test_preset_input_shapes() -> None:
+    from xpcnn.bench.harness import build_preset, preset_input_shape
+    assert preset_input_shape("mnist-cnn") == (1, 28, 28)
+    assert preset_input_shape("resnet20") == preset_input_shape("fastnet") == (3, 32, 32)
+    assert preset_input_shape("fastnet", (1, 16, 24)) == (1, 16, 24)
+    with pytest.raises(ValueError, match="three positive ints"):
+        preset_input_shape("resnet20", (3, 32))
+    with pytest.raises(ValueError, match="lenet5 is built for 1x28x28 images"):
+        build_preset("lenet5", input_shape=(3, 32, 32))
+    assert build_preset("lenet5", input_shape=(1, 28, 28)).config() == xpcnn.models.build("lenet5").config()
+
+
+def test_torch_step_takes_the_preset_shape() -> None:
+    """The PyTorch twin times the same batch shape as xpcnn: 3x32x32 for resnet20 (it used to be fixed at 1x28x28)."""
+    pytest.importorskip("torch")
+    from xpcnn import backend as B
+    from xpcnn.backend.torch_reference import TorchTrainStep
+    from xpcnn.bench.harness import XpcnnStep
+    ours = XpcnnStep("resnet20", 2, B.resolve("cpu"))
+    ref = TorchTrainStep(ours.model.config(), ours.model.state_dict(), 2, input_shape=ours.input_shape)
+    assert tuple(ours.x.shape) == tuple(ref.x.shape) == (2, 3, 32, 32)
+    ours.train()
+    ref.train()  # a 1x28x28 batch would fail in the first conv (3 input channels)
+
+
+def test_bench_resnet20_on_3x32x32(capsys) -> None:
+    pytest.importorskip("torch")
+    from xpcnn.bench.flops import training_flops
+    assert main(["bench", "--model", "resnet20", "--batch-size", "2", "--steps", "1", "--repeats", "1",
+                 "--settle", "0", "--json", "--breakdown"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["model"] == "resnet20" and record["input_shape"] == [3, 32, 32]
+    assert record["train_img_s"] > 0 and record["reference_train_img_s"] > 0 and record["ratio_vs_reference"] > 0
+    # the FLOP rate counts 3x32x32 images: GFLOP/s / (img/s) is the FLOPs of one image's step
+    per_image = record["train_gflop_s"] * 1e9 / record["train_img_s"]
+    assert per_image == pytest.approx(training_flops(xpcnn.models.build("resnet20"), (3, 32, 32)), rel=1e-9)
+    assert len(record["layers"]) == len(xpcnn.models.build("resnet20").layers)
+
+
+def test_bench_input_option(capsys) -> None:
+    pytest.importorskip("torch")
+    assert main(["bench", "--model", "fastnet", "--input", "1x16x16", "--batch-size", "2", "--steps", "1",
+                 "--repeats", "1", "--settle", "0"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("fastnet batch 2 (1x16x16) on numpy/cpu: train ") and "ratio" in line
+
+
+@pytest.mark.subprocesses
+def test_bench_input_errors_are_one_line() -> None:
+    from test_cli import assert_one_line_error, run_cli
+    result = run_cli("bench", "--model", "mnist-cnn", "--input", "3x32x32", "--batch-size", "2")
+    assert_one_line_error(result, "mnist-cnn is built for 1x28x28 images and 10 classes, got in_channels=3")
+    result = run_cli("bench", "--model", "resnet20", "--input", "3x32")
+    assert result.returncode == 2 and "expected CxHxW with three positive integers, e.g. 3x32x32, got '3x32'" \
+        in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.subprocesses
+def test_processes_times_resnet20_on_3x32x32(tmp_path) -> None:
+    """bench/processes.py (what `nox -s compare` runs) builds resnet20 for 3x32x32 in both engines' fresh processes
+    and labels its row with that shape; the 28x28 rows keep their old form."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / "processes.py"), "--xpcnn-path", str(root),
+                             "--models", "resnet20", "seed-simple", "--batch-sizes", "2", "--rounds", "1",
+                             "--seconds", "0", "--warmup", "0", "--orders", "numpy-first",
+                             "--busy", "1000", "--label", "test", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    runs = [json.loads(line) for line in next(tmp_path.glob("*-processes-test.jsonl")).read_text().splitlines()]
+    assert {(r["model"], r["engine"], tuple(r["input_shape"])) for r in runs} == {
+        ("resnet20", "xpcnn", (3, 32, 32)), ("resnet20", "torch", (3, 32, 32)),
+        ("seed-simple", "xpcnn", (1, 28, 28)), ("seed-simple", "torch", (1, 28, 28))}
+    assert all(r["img_s"] > 0 for r in runs)
+    table = next(tmp_path.glob("*-processes-test.md")).read_text()
+    assert "| resnet20 (3x32x32) | 2 | " in table and "| seed-simple | 2 | " in table

@@ -57,10 +57,13 @@ def torch_layer(spec: dict[str, Any]) -> torch.nn.Module:
 
 
 class TorchTrainStep:
-    """One native-PyTorch training step (forward, backward, optimizer) of a model config, for timing."""
+    """One native-PyTorch training step (forward, backward, optimizer) of a model config, for timing, on fixed
+    synthetic data: ``x`` of shape ``(batch_size, *input_shape)`` float32, ``y`` of shape ``(batch_size,)`` int64 in
+    [0, 10)."""
 
     def __init__(self, config: dict[str, Any], state: dict[str, Any], batch_size: int, device: str = "cpu",
-                 optimizer: str = "adam", lr: float = 1e-3, seed: int = 0) -> None:
+                 optimizer: str = "adam", lr: float = 1e-3, seed: int = 0,
+                 input_shape: tuple[int, int, int] = (1, 28, 28)) -> None:
         import numpy as np
         self.device = torch.device(device)
         self.model = build_torch_model(config).to(self.device)
@@ -68,7 +71,7 @@ class TorchTrainStep:
         params = self.model.parameters()
         self.optimizer = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        self.x = torch.randn((batch_size, 1, 28, 28), generator=gen).to(self.device)
+        self.x = torch.randn((batch_size, *input_shape), generator=gen).to(self.device)
         self.y = torch.randint(0, 10, (batch_size,), generator=gen).to(self.device)
 
     def train(self) -> None:

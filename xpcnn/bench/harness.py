@@ -1,4 +1,7 @@
-"""Side-by-side timing of xpcnn and native PyTorch on synthetic MNIST-shaped data.
+"""Side-by-side timing of xpcnn and native PyTorch on synthetic data of each preset's input shape.
+
+The 28x28 presets take ``(N, 1, 28, 28)`` batches; ``resnet20`` and ``fastnet`` take ``(N, 3, 32, 32)`` by default
+(CIFAR-10's shape) or any ``input_shape`` ``(C, H, W)`` they accept. Labels are drawn from 10 classes.
 
 Each repeat times ``steps`` xpcnn steps and then ``steps`` reference steps, so machine drift
 hits both alike; the reported figure is the median over repeats. GPU timings synchronize the
@@ -19,21 +22,55 @@ from xpcnn.bench.flops import inference_flops, training_flops
 from xpcnn.kernels import step_scope
 from xpcnn.kernels.numpy.compiled import warm_up
 from xpcnn.losses import SoftmaxCrossEntropy
+from xpcnn.model import Sequential
 from xpcnn.optim import Adam
 
 _PEAK_CACHE: dict[str, float] = {}
 
 
-class XpcnnStep:
-    """One xpcnn training step (forward, backward, Adam) on fixed synthetic data."""
+def preset_input_shape(name: str, input_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of one image that preset ``name`` is timed on: ``input_shape`` if given, else the preset's own
+    (``(1, 28, 28)`` for the 28x28 presets, ``(3, 32, 32)`` for ``resnet20`` and ``fastnet``).
 
-    def __init__(self, name: str, batch_size: int, placement: B.Placement, seed: int = 0) -> None:
+    Raises ValueError for an unknown preset or an ``input_shape`` that is not three positive ints.
+    """
+    if name not in models.PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(models.PRESETS)}")
+    if input_shape is None:
+        if not models.takes_shape(name):
+            return (1, 28, 28)
+        size = models.SHAPED_DEFAULTS["image_size"]
+        return (models.SHAPED_DEFAULTS["in_channels"], size, size)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise ValueError(f"input shape must be three positive ints (C, H, W), got {shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def build_preset(name: str, seed: int = 0, input_shape: tuple[int, int, int] | None = None) -> Sequential:
+    """Preset ``name`` (NumPy) built for images of ``preset_input_shape(name, input_shape)`` and 10 classes.
+
+    Raises ValueError as :func:`preset_input_shape` does, and as :func:`xpcnn.models.build` does for a shape the preset
+    does not take (a 28x28 preset given anything but ``(1, 28, 28)``; fastnet given a size not divisible by 4).
+    """
+    c, h, w = preset_input_shape(name, input_shape)
+    return models.build(name, seed=seed, in_channels=c, image_size=(h, w))
+
+
+class XpcnnStep:
+    """One xpcnn training step (forward, backward, Adam) on fixed synthetic data: ``x`` of shape
+    ``(batch_size, *preset_input_shape(name, input_shape))`` float32, ``y`` of shape ``(batch_size,)`` int in
+    [0, 10)."""
+
+    def __init__(self, name: str, batch_size: int, placement: B.Placement, seed: int = 0,
+                 input_shape: tuple[int, int, int] | None = None) -> None:
         self.placement = placement
-        self.model = models.build(name, seed=seed).to(placement.device, placement.backend)
+        self.input_shape = preset_input_shape(name, input_shape)
+        self.model = build_preset(name, seed, self.input_shape).to(placement.device, placement.backend)
         self.optimizer = Adam(self.model, lr=1e-3)
         self.loss = SoftmaxCrossEntropy(check=False)
         rng = B.random.host_generator(seed, 99)
-        self.x = B.from_numpy(rng.standard_normal((batch_size, 1, 28, 28)).astype("float32"), placement)
+        self.x = B.from_numpy(rng.standard_normal((batch_size, *self.input_shape)).astype("float32"), placement)
         self.y = B.from_numpy(rng.integers(0, 10, batch_size), placement)
 
     def train(self) -> None:
@@ -112,19 +149,22 @@ def matmul_peak(placement: B.Placement) -> float:
 
 def measure(model: str, batch_size: int, backend: str | None = None, device: str = "cpu",
             reference: str | None = "torch", steps: int = 5, repeats: int = 5, warmup: int = 2,
-            settle: float = SETTLE_SECONDS) -> dict[str, Any]:
+            settle: float = SETTLE_SECONDS, input_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """One measurement: training and inference images/s of xpcnn (and of the reference), GFLOP/s, memory.
 
-    Each timed block of ``steps`` calls follows ``settle`` seconds of untimed calls of the same kind.
+    Both engines run on the same synthetic batch, of shape ``(batch_size, *preset_input_shape(model,
+    input_shape))`` (recorded as ``input_shape``, ``[C, H, W]``). Each timed block of ``steps`` calls follows
+    ``settle`` seconds of untimed calls of the same kind.
     """
     placement = B.resolve(device, backend)
     warm_up()
-    ours = XpcnnStep(model, batch_size, placement)
+    ours = XpcnnStep(model, batch_size, placement, input_shape=input_shape)
     ref = None
     if reference == "torch":
         from xpcnn.backend.torch_reference import TorchTrainStep
         ref = TorchTrainStep(ours.model.config(), {k: B.to_numpy(v) for k, v in ours.model.state_dict().items()},
-                             batch_size, device="cuda" if placement.kind == "cuda" else "cpu")
+                             batch_size, device="cuda" if placement.kind == "cuda" else "cpu",
+                             input_shape=ours.input_shape)
     elif reference is not None:
         raise ValueError(f"unknown reference {reference!r}; the only reference is 'torch'")
     profiling.reset_peak_memory(placement)
@@ -143,12 +183,13 @@ def measure(model: str, batch_size: int, backend: str | None = None, device: str
         if ref is not None:
             infer_ref.append(_time(ref.infer, ref.synchronize, steps, settle))
     t_train, t_infer = statistics.median(train_ours), statistics.median(infer_ours)
-    flops = training_flops(ours.model) * batch_size
+    flops = training_flops(ours.model, ours.input_shape) * batch_size
     gflops = flops / t_train / 1e9
     result: dict[str, Any] = {
         "model": model, "backend": placement.backend, "device": str(placement).split(" on ")[1],
-        "batch_size": batch_size, "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
-        "train_gflop_s": gflops, "infer_gflop_s": inference_flops(ours.model) * batch_size / t_infer / 1e9,
+        "batch_size": batch_size, "input_shape": list(ours.input_shape),
+        "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer, "train_gflop_s": gflops,
+        "infer_gflop_s": inference_flops(ours.model, ours.input_shape) * batch_size / t_infer / 1e9,
         "matmul_peak_gflop_s": matmul_peak(placement), "steps": steps, "repeats": repeats, "settle_s": settle,
         "peak_memory_bytes": profiling.peak_memory_bytes(placement),
     }
