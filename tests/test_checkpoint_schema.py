@@ -40,7 +40,9 @@ def good(tmp_path_factory) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer = Trainer(model, xpcnn.optim.Adam(model, 1e-3), progress=False)
     rng = np.random.default_rng(0)
     trainer.fit(Split(rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), rng.integers(0, 10, 16)), batch_size=16)
-    trainer.extra_meta = {"dataset": "mnist", "classes": CLASSES, "training": {
+    trainer.extra_meta = {"dataset": "mnist", "classes": CLASSES, "run": {
+        "model": "seed-simple", "dataset": "mnist", "batch_size": 16, "optimizer": "adam", "seed": 0, "epochs": 1},
+        "training": {
         "schedule": "step", "step_size": 1, "gamma": 0.5, "t_max": None, "early_stopping": None}}
     path = trainer.save(tmp_path_factory.mktemp("good") / "last.npz")
     return host.load_arrays(path)
@@ -117,6 +119,7 @@ HEADERS = [  # (change of a good header, the field and problem its message must 
     (_set("normalization", [0.5, -1.0]), "header field normalization: expected a [mean, std] pair"),
     (_set("schedule", {"epoch": 1}), "header field schedule.base_lr: missing (expected a finite number > 0)"),
     (_set("history", {"epoch": 1}), "header field history: expected a list, got an object"),
+    (_set("run.dataset", "x"), "header field run.dataset: 'x' differs from the checkpoint's dataset"),
     (_set("history.0.loss", "low"), "header field history[0].loss: expected a number or null, got 'low'"),
     (_set("dataset", 7), "header field dataset: expected a string, got 7"),
     (_set("classes", ["only"]), "header field classes: 1 class name(s) for a model with 10 outputs; expected 10 names"),

@@ -334,7 +334,12 @@ def output_classes(layers: list[dict[str, Any]]) -> int | None:
 
 
 def _across_fields(meta: dict[str, Any]) -> None:
-    """The checks that relate two fields: the model's size, its classes and its dropout layers."""
+    """The checks that relate two fields: the run's dataset, the model's size, its classes and its dropout layers."""
+    run = meta.get("run")
+    if isinstance(run, dict) and run.get("dataset") is not None and meta.get("dataset") is not None \
+            and run["dataset"] != meta["dataset"]:
+        raise _Invalid("run.dataset", f"{run['dataset']!r} differs from the checkpoint's dataset "
+                                      f"{meta['dataset']!r}")
     config = meta.get("model_config")
     if config is None:
         return
