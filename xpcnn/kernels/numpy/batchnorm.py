@@ -119,7 +119,7 @@ def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tup
             else numpy.ascontiguousarray(grad_y)
     g = _flat(grad_y, layout)
     kernels = _kernels()
-    total, products = _sums(kernels["grads_" + layout], g, x_hat, numpy.zeros(c), c)
+    total, products = _sums(kernels["grads_" + layout], g, x_hat, numpy.zeros(c), c)  # no shift: sums of g, g*x_hat
     grad_beta, grad_gamma = total.astype(gamma.dtype), products.astype(gamma.dtype)
     scale = gamma * ctx.inv_std
     if ctx.training:
@@ -136,13 +136,23 @@ def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tup
     return grad_x, grad_gamma, grad_beta
 
 
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every pass for float32 in both memory orders, training mode."""
+    for channel_last in (True, False):
+        x = numpy.ones((2, 3, 2, 2), numpy.float32)
+        x = numpy.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if channel_last else x
+        stats = numpy.ones(3, numpy.float32)
+        y, _, _, ctx = batch_norm2d_forward(x, stats, stats, stats, stats, True)
+        batch_norm2d_backward(y, stats, ctx)
+
+
 @cache
 def _kernels() -> dict[str, Any]:
     """The compiled passes, by name ``<pass>_<layout>``; each walks a range of a flat array's rows and finds
     a row's channel from ``first`` (the range's first row in the whole array) where the layout needs it."""
     numba = compiled._numba()
     jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-    # The planes' per-row float64 sums may be reassociated (vectorized): float64 holds float32's sums exactly enough.
+    # The planes' float64 sums over a row may be reassociated (so they vectorize): float64 has digits to spare.
     jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
 
     @jit
