@@ -13,7 +13,7 @@ from xpcnn.kernels import find
 from xpcnn.kernels.numpy import compiled
 from xpcnn.kernels.numpy.conv import _col2im_matmul
 from xpcnn.kernels.numpy.lowering import choose_lowering
-from xpcnn.ops import fused, pool
+from xpcnn.ops import fused, normalization, pool
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba is not installed (pip install numba)")
 
@@ -136,3 +136,47 @@ def test_wide_vectors_only_on_an_explicit_call(call) -> None:
     assert lanes == (16 if call and avx512 else 8)
     assert enabled == str(call and avx512)
     assert ("-prefer-256-bit" in features.split(",")) is (call and avx512)
+
+
+def _batch(rng: np.random.Generator, shape: tuple[int, int, int, int], dtype: type, channel_last: bool) -> np.ndarray:
+    n, c, h, w = shape
+    base = (rng.standard_normal((n, h, w, c)) * 3 + 5).astype(dtype)  # off-centre: the variance must keep its digits
+    x = base.transpose(0, 3, 1, 2)
+    return x if channel_last else np.ascontiguousarray(x)
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 8, 8), (3, 3, 5, 7), (1, 1, 2, 3), (2, 5, 1, 1), (1, 3, 1, 2)])
+@pytest.mark.parametrize("channel_last", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_kernel_matches_the_reference(shape, channel_last, dtype, training, rng) -> None:
+    c = shape[1]
+    x = _batch(rng, shape, dtype, channel_last)
+    gamma, beta, mean = (rng.standard_normal(c).astype(dtype) for _ in range(3))
+    var = (rng.random(c) + 0.5).astype(dtype)
+    args = (x, gamma, beta, mean, var, training, 0.1, 1e-5)
+    assert find("batch_norm2d_forward", "numpy", *args) is not None
+    fast = normalization.batch_norm2d_forward(*args)
+    reference = normalization.batch_norm2d_forward.reference(*args)
+    grad_y = _batch(rng, shape, dtype, not channel_last)  # the other memory order: the kernel copies it
+    assert find("batch_norm2d_backward", "numpy", grad_y, gamma, fast[3]) is not None
+    fast_grads = normalization.batch_norm2d_backward(grad_y, gamma, fast[3])
+    reference_grads = normalization.batch_norm2d_backward.reference(grad_y, gamma, reference[3])
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    for got, want in zip((*fast[:3], fast[3].x_hat, fast[3].inv_std, *fast_grads),
+                         (*reference[:3], reference[3].x_hat, reference[3].inv_std, *reference_grads)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * (1 + np.max(np.abs(want))))
+    for out in (fast[0], fast_grads[0]):  # the input's memory order kept
+        assert out.flags.c_contiguous == x.flags.c_contiguous
+        assert out.transpose(0, 2, 3, 1).flags.c_contiguous == x.transpose(0, 2, 3, 1).flags.c_contiguous
+    assert (fast[3].count, fast[3].training) == (reference[3].count, reference[3].training)
+
+
+def test_batch_norm_kernel_leaves_other_arrays_to_the_reference(rng) -> None:
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    stats = [np.ones(3, np.float32) for _ in range(4)]
+    assert find("batch_norm2d_forward", "numpy", x[:, :, ::2], *stats, True) is None  # strided: neither layout
+    assert find("batch_norm2d_forward", "numpy", x, *[s.astype(np.float64) for s in stats], True) is None
+    with xpcnn.settings(kernels=False):
+        assert find("batch_norm2d_forward", "numpy", x, *stats, True) is None

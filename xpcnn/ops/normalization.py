@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xpcnn import backend as B
+from xpcnn.kernels import dispatch
 
 
 @dataclass
@@ -18,6 +19,7 @@ class BatchNormContext:
     training: bool
 
 
+@dispatch("batch_norm2d_forward")
 def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                          training: bool, momentum: float = 0.1, eps: float = 1e-5
                          ) -> tuple[Any, Any, Any, BatchNormContext]:
@@ -43,6 +45,7 @@ def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, runni
     return y, running_mean, running_var, BatchNormContext(x_hat, inv_std, count, training)
 
 
+@dispatch("batch_norm2d_backward")
 def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tuple[Any, Any, Any]:
     """Returns ``(grad_x (N, C, H, W), grad_gamma (C,), grad_beta (C,))``."""
     xp = B.namespace_of(grad_y, gamma)

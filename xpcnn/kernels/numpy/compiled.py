@@ -194,3 +194,5 @@ def warm_up() -> None:
     max_pool_tiled_grad(x, x, x, (1, 1))
     flat = numpy.zeros(1, numpy.float32)
     adam_update(flat, flat, flat, flat, 0.9, 0.999, 1e-3, 1.0, 1e-8, 0.0, 1.0)
+    from xpcnn.kernels.numpy import batchnorm  # it imports this module
+    batchnorm.warm_up()
