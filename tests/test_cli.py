@@ -15,6 +15,9 @@ import pytest
 from xpcnn.cli import common
 from xpcnn.cli.main import main
 
+# Nearly every test here runs the ``xpcnn`` command in a subprocess, which the accelerator fixture does not reach.
+pytestmark = pytest.mark.subprocesses
+
 DATA = ["--dataset", "mnist", "--split-test-set", "8000"]  # with --data-dir of the t10k files: mnist-sample's split
 SAMPLE = ["--dataset", "mnist-sample"]
 
