@@ -43,6 +43,17 @@ TORCH_BACKWARD = {"ConvolutionBackward0": "conv", "NativeBatchNormBackward0": "b
                   "torch::autograd::AccumulateGrad": "other"}
 
 
+def _plain_ms(step: object, args: argparse.Namespace) -> float:
+    """Milliseconds per training step of ``step`` (an XpcnnStep or TorchTrainStep), unprofiled, after
+    ``args.warmup`` steps, over ``args.steps``."""
+    for _ in range(args.warmup):
+        step.train()  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step.train()  # type: ignore[attr-defined]
+    return 1e3 * (time.perf_counter() - start) / args.steps
+
+
 def profile_xpcnn(args: argparse.Namespace) -> dict:
     import numpy  # noqa: F401  (as users run it: numpy first)
 
@@ -54,12 +65,7 @@ def profile_xpcnn(args: argparse.Namespace) -> dict:
     from xpcnn.kernels.numpy.compiled import warm_up
     warm_up()
     step = XpcnnStep(args.model, args.batch_size, B.resolve("cpu"), input_shape=args.input)
-    for _ in range(args.warmup):
-        step.train()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step.train()
-    plain_ms = 1e3 * (time.perf_counter() - start) / args.steps
+    plain_ms = _plain_ms(step, args)
     seconds: dict[tuple[int, str], float] = collections.defaultdict(float)  # (id of the object, phase)
     in_size: dict[int, tuple[int, ...]] = {}  # id of a layer -> (H, W) of its input
 
@@ -127,12 +133,7 @@ def profile_torch(args: argparse.Namespace) -> dict:
     shape = preset_input_shape(args.model, args.input)
     model = build_preset(args.model, 0, shape)
     step = TorchTrainStep(model.config(), model.state_dict(), args.batch_size, input_shape=shape)
-    for _ in range(args.warmup):
-        step.train()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step.train()
-    plain_ms = 1e3 * (time.perf_counter() - start) / args.steps
+    plain_ms = _plain_ms(step, args)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         start = time.perf_counter()
         for _ in range(args.steps):

@@ -234,6 +234,8 @@ def test_load_never_unpickles(evil_checkpoint) -> None:
     (["--early-stopping", "0"], "--early-stopping: must be positive"),
     (["--early-stopping", "-2"], "--early-stopping: must be positive"),
     (["--schedule", "linear"], "invalid choice: 'linear'"),
+    (["--label-smoothing", "1.5"], "--label-smoothing: expected a number in [0, 1], got '1.5'"),
+    (["--warmup-epochs", "0"], "--warmup-epochs: must be positive"),
 ])
 def test_bad_training_flags_get_one_line(args, fragment, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -561,18 +563,6 @@ def test_settings_of_a_per_batch_schedule(given, expected) -> None:
 def test_warmup_flags_are_checked(given, fragment) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
         train_settings.settings(_args(**given), batches_per_epoch=7)
-
-
-@pytest.mark.parametrize("args, fragment", [
-    (["--label-smoothing", "1.5"], "--label-smoothing: expected a number in [0, 1], got '1.5'"),
-    (["--warmup-epochs", "0"], "--warmup-epochs: must be positive"),
-])
-def test_bad_new_training_flags_get_one_line(args, fragment, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *args])
-    assert exit_info.value.code == 2
-    err = captured(capsys)[1]
-    assert len(err.strip().splitlines()) == 1 and fragment in err, err
 
 
 def test_cli_trains_resnet20_with_the_speed_run_settings(tmp_path: Path, mnist_dir: Path) -> None:

@@ -19,6 +19,15 @@ class BatchNormContext:
     training: bool
 
 
+def updated_running_stats(running_mean: Any, running_var: Any, mean: Any, var: Any, count: int,
+                          momentum: float) -> tuple[Any, Any]:
+    """PyTorch's running statistics after a training batch of ``count`` values per channel whose mean and
+    biased variance are ``mean`` and ``var`` (all ``(C,)``): ``(1 - momentum) * old + momentum * new``, with the
+    unbiased variance ``var * count / (count - 1)``. Shared by every backend's batch-norm forward."""
+    unbiased = var * (count / max(count - 1, 1))
+    return ((1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * unbiased)
+
+
 @dispatch("batch_norm2d_forward")
 def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                          training: bool, momentum: float = 0.1, eps: float = 1e-5
@@ -34,9 +43,7 @@ def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, runni
     if training:
         mean = xp.mean(x, axis=(0, 2, 3))
         var = xp.var(x, axis=(0, 2, 3))
-        unbiased = var * (count / max(count - 1, 1))
-        running_mean = (1 - momentum) * running_mean + momentum * mean
-        running_var = (1 - momentum) * running_var + momentum * unbiased
+        running_mean, running_var = updated_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
         mean, var = running_mean, running_var
     inv_std = 1.0 / xp.sqrt(var + eps)

@@ -20,7 +20,7 @@ import numpy
 from xpcnn.kernels.numpy import compiled
 from xpcnn.kernels.numpy.threads import parallel_map, per_worker
 from xpcnn.kernels.registry import register
-from xpcnn.ops.normalization import BatchNormContext
+from xpcnn.ops.normalization import BatchNormContext, updated_running_stats
 
 
 def _layout(x: Any) -> str | None:
@@ -92,9 +92,7 @@ def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, runni
         centered = total / count
         mean = (shift + centered).astype(x.dtype)
         var = numpy.maximum(squares / count - centered * centered, 0.0).astype(x.dtype)
-        unbiased = var * (count / max(count - 1, 1))
-        running_mean = (1 - momentum) * running_mean + momentum * mean
-        running_var = (1 - momentum) * running_var + momentum * unbiased
+        running_mean, running_var = updated_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
         mean, var = running_mean, running_var
     inv_std = 1.0 / numpy.sqrt(var + eps)
