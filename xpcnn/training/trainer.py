@@ -190,12 +190,13 @@ class Trainer:
                 break
         return (1, c, h, w)
 
-    def _checked_data(self, split: Split, where: str) -> DeviceData:
-        """``split`` on the device, after checking its images and labels fit the model, once, on the host.
+    def _checked_data(self, split: Split, where: str, num_classes: int | None = None) -> DeviceData:
+        """``split`` on the device, after checking its images and labels fit the model, once, on the host
+        (``num_classes``: what :meth:`_checked_shapes` returned for ``split``, when the caller already checked).
 
         Raises :class:`ShapeError` naming the split's files and the image size the model takes when its
         images do not fit (32x32 images for a model whose Dense layer was sized for 28x28)."""
-        num_classes = self._checked_shapes(split)
+        num_classes = self._checked_shapes(split) if num_classes is None else num_classes
         check_labels(split.labels, num_classes, where=where)
         return self._device_data(split)
 
@@ -251,12 +252,12 @@ class Trainer:
         callbacks, verbose = (list(callbacks), verbose) if self.parallel.is_main else ([], 0)  # rank 0 reports
         self.normalization = self._normalization(train)  # chosen once: evaluation uses the training constants
         self.model.normalization = self.normalization
-        self._checked_shapes(train)
+        num_classes = self._checked_shapes(train)
         check_channels(*self.normalization, image_shape(train.images.shape)[0])
         if self.placement.kind == "cpu":  # a GPU's memory is its own: its library reports running out
             check_batch_memory(self.model, self._input_shape(train.images), batch_size, len(train),
                                8 if self.model.dtype == "float64" else 4)
-        data = self._checked_data(train, "training labels")
+        data = self._checked_data(train, "training labels", num_classes)
         self._check_schedule_length(data.num_batches(batch_size, self.parallel.shard), epochs)
         val_data = self._checked_data(val, "validation labels") if val is not None else None  # moved once
         self.loss.check = False  # checked once above; per-batch checks would synchronize a GPU
