@@ -65,6 +65,35 @@ def test_layer_matches_torch(case: Case, backend, rng) -> None:
     check_against_torch(case, backend, x, rng)
 
 
+def test_batch_norm_sums_a_large_batch_as_exactly_as_torch(backend, rng) -> None:
+    """BatchNorm2D's per-channel sums over N*H*W = 100,352 float32 values (batch 128 of 28x28, channel-last in
+    memory as a convolution leaves them) are within a few float32 roundings of PyTorch's float64 result,
+    relative to the terms' 2-norm, as PyTorch's own float32 batch norm is (it accumulates in float64 on the
+    CPU). grad_y's per-channel means are 0, so the gradients' sums cancel: a float32 sum, one by one as NumPy
+    adds along strided axes, or by a product with ones, was 5 to 30 times further off."""
+    shape = (128, 4, 28, 28)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    g = rng.standard_normal(shape)
+    grad_y = np.ascontiguousarray((g - g.mean(axis=(0, 2, 3), keepdims=True)).astype(np.float32).transpose(
+        0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    layer = L.BatchNorm2D(4)
+    put_layer(layer, backend, np.float32)
+    y = backend.numpy(layer.forward(backend.asarray(x)))
+    layer.backward(backend.asarray(grad_y))
+    bn = torch.nn.BatchNorm2d(4).double().train()
+    ty = bn(torch.tensor(x, dtype=torch.float64))
+    ty.backward(torch.tensor(grad_y, dtype=torch.float64))
+    x_hat = (ty.detach().numpy() - bn.bias.detach().numpy()[:, None, None]) / bn.weight.detach().numpy()[:, None, None]
+    eps = np.finfo(np.float32).eps
+    for name, terms in (("bias", grad_y.astype(np.float64)), ("weight", grad_y * x_hat)):
+        bound = 4 * eps * np.sqrt((terms ** 2).sum(axis=(0, 2, 3)))
+        error = np.abs(backend.numpy(layer.grads[name]) - getattr(bn, name).grad.numpy())
+        assert np.all(error <= bound), f"{name}: {error} above {bound}"
+    assert np.max(np.abs(y - ty.detach().numpy())) <= 1e-5 * np.max(np.abs(y)), "forward"
+    assert np.allclose(backend.numpy(layer.buffers["running_var"]), bn.running_var.numpy(), rtol=1e-6)
+
+
 def test_maxpool_tie_goes_to_first_maximum(backend) -> None:
     x = np.zeros((1, 1, 4, 4), dtype=np.float32)  # every window is a four-way tie
     case = Case("ties", lambda: L.MaxPool2D(2), lambda t: torch.nn.functional.max_pool2d(t, 2), x.shape)

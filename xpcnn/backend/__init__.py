@@ -7,6 +7,7 @@ from xpcnn.backend import random
 from xpcnn.backend.devices import Placement, from_numpy, move, placement_of, resolve, to_numpy
 from xpcnn.backend.namespaces import (
     BACKENDS,
+    accumulation_dtype,
     backend_name,
     backend_of,
     check_dtype,
@@ -32,6 +33,7 @@ from xpcnn.backend.windows import (
 __all__ = [
     "BACKENDS",
     "Placement",
+    "accumulation_dtype",
     "add_at",
     "backend_name",
     "backend_of",

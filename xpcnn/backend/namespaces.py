@@ -69,6 +69,20 @@ def check_dtype(name: str, dtype: str) -> None:
                              "call jax.config.update('jax_enable_x64', True) first, or use dtype='float32'")
 
 
+def accumulation_dtype(x: Any) -> Any:
+    """The dtype to add up many of ``x``'s values in: float64 for a float32 ``x`` where its backend holds
+    float64 (as PyTorch's CPU reductions accumulate float in double), else ``x.dtype`` (float64 input, and JAX
+    without its x64 switch)."""
+    xp = namespace_of(x)
+    if x.dtype != xp.float32:
+        return x.dtype
+    if is_jax(xp):
+        import jax
+        if not jax.config.jax_enable_x64:
+            return x.dtype
+    return xp.float64
+
+
 def is_available(name: str) -> bool:
     """True when backend ``name`` can be imported here (says nothing about GPUs)."""
     try:
