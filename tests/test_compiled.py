@@ -149,24 +149,30 @@ def _batch(rng: np.random.Generator, shape: tuple[int, int, int, int], dtype: ty
 @pytest.mark.parametrize("channel_last", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_kernel_matches_the_reference(shape, channel_last, dtype, training, rng) -> None:
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu-fused"])
+def test_batch_norm_kernel_matches_the_reference(shape, channel_last, dtype, training, relu, rng) -> None:
     c = shape[1]
     x = _batch(rng, shape, dtype, channel_last)
     gamma, beta, mean = (rng.standard_normal(c).astype(dtype) for _ in range(3))
     var = (rng.random(c) + 0.5).astype(dtype)
     args = (x, gamma, beta, mean, var, training, 0.1, 1e-5)
-    assert find("batch_norm2d_forward", "numpy", *args) is not None
-    fast = normalization.batch_norm2d_forward(*args)
-    reference = normalization.batch_norm2d_forward.reference(*args)
+    assert find("batch_norm2d_forward", "numpy", *args, relu=relu) is not None
+    fast = normalization.batch_norm2d_forward(*args, relu=relu)
+    reference = normalization.batch_norm2d_forward.reference(*args, relu=relu)
     grad_y = _batch(rng, shape, dtype, not channel_last)  # the other memory order: the kernel copies it
     assert find("batch_norm2d_backward", "numpy", grad_y, gamma, fast[3]) is not None
     fast_grads = normalization.batch_norm2d_backward(grad_y, gamma, fast[3])
     reference_grads = normalization.batch_norm2d_backward.reference(grad_y, gamma, reference[3])
+    crossed = normalization.batch_norm2d_backward.reference(grad_y, gamma, fast[3])  # either backward, either ctx
     tolerance = 2e-5 if dtype == np.float32 else 1e-12
-    for got, want in zip((*fast[:3], fast[3].x_hat, fast[3].inv_std, *fast_grads),
-                         (*reference[:3], reference[3].x_hat, reference[3].inv_std, *reference_grads)):
+    for got, want in zip((*fast[:3], fast[3].x_hat, fast[3].inv_std, *fast_grads, *crossed),
+                         (*reference[:3], reference[3].x_hat, reference[3].inv_std, *reference_grads,
+                          *reference_grads)):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * (1 + np.max(np.abs(want))))
+    if relu:
+        assert np.all(fast[0] >= 0) and np.any(reference[0] == 0)
+        assert np.array_equal(fast[0] > 0, reference[0] > 0)
     for out in (fast[0], fast_grads[0]):  # the input's memory order kept
         assert out.flags.c_contiguous == x.flags.c_contiguous
         assert out.transpose(0, 2, 3, 1).flags.c_contiguous == x.transpose(0, 2, 3, 1).flags.c_contiguous

@@ -66,7 +66,11 @@ class BatchNorm2D(Layer):
                              f"got shape {tuple(input_shape)}")
         return tuple(input_shape)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any, relu: bool = False) -> Any:
+        """``(N, C, H, W)`` -> ``(N, C, H, W)``; ``relu=True`` returns ``max(y, 0)`` and :meth:`backward` then
+        includes ReLU's gradient (how :mod:`xpcnn.plan` runs a BatchNorm2D followed by a ReLU: one pass less
+        each way). Raises :class:`~xpcnn.errors.ShapeError` for input of another rank or channel count, and in
+        training for a batch with one value per channel."""
         self._expect_rank(x, 4, "(N, C, H, W)")
         self._namespace(x)
         self.output_shape(tuple(x.shape))
@@ -75,7 +79,7 @@ class BatchNorm2D(Layer):
                              f"{tuple(x.shape)}; use a larger batch or call eval()")
         y, mean, var, self._ctx = batch_norm2d_forward(
             x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
-            self.buffers["running_var"], self.training, self.momentum, self.eps)
+            self.buffers["running_var"], self.training, self.momentum, self.eps, relu=relu)
         self.buffers["running_mean"], self.buffers["running_var"] = mean, var
         return y
 

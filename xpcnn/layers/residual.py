@@ -13,6 +13,7 @@ from typing import Any
 
 from xpcnn.errors import ShapeError
 from xpcnn.layers.base import Layer
+from xpcnn.ops.arithmetic import accumulate
 
 
 def _layer_list(value: Any, label: str) -> list[Layer]:
@@ -48,6 +49,7 @@ class Residual(Layer):
         self.shortcut = [] if shortcut is None else _layer_list(shortcut, "shortcut")
         if not self.block:
             raise ValueError("Residual: block must hold at least one layer")
+        self._plans: dict[str, tuple[tuple[int, ...], list[Any]]] = {}
         super().__init__()
 
     @property
@@ -89,25 +91,36 @@ class Residual(Layer):
                              f"{short}; make the shortcut match (a strided 1x1 Conv2D to the block's channels)")
         return main
 
+    def _steps(self, path: str) -> list[Any]:
+        """The plan (:func:`xpcnn.plan.build_plan`) of the ``"block"`` or ``"shortcut"`` path, built once (again
+        if the list changes): a BatchNorm2D and the ReLU after it run fused, as in a model."""
+        from xpcnn.plan import build_plan  # here, not at the top: xpcnn.plan imports xpcnn.layers
+        layers = self.block if path == "block" else self.shortcut
+        key = tuple(map(id, layers))
+        cached = self._plans.get(path)
+        if cached is None or cached[0] != key:
+            cached = self._plans[path] = (key, build_plan(layers))
+        return cached[1]
+
     def forward(self, x: Any) -> Any:
         main = x
-        for layer in self.block:
-            main = layer.forward(main)
+        for step in self._steps("block"):
+            main = step.forward(main)
         short = x
-        for layer in self.shortcut:
-            short = layer.forward(short)
+        for step in self._steps("shortcut"):
+            short = step.forward(short)
         if tuple(main.shape) != tuple(short.shape):
             self.output_shape(tuple(x.shape))  # raises the ShapeError naming both paths
         return main + short
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
-        grad_main = _backward_path(self.block, grad_out, need_input_grad)
-        grad_short = _backward_path(self.shortcut, grad_out, need_input_grad)
-        return grad_main + grad_short if need_input_grad else None
+        grad_main = _backward_path(self._steps("block"), grad_out, need_input_grad)
+        grad_short = _backward_path(self._steps("shortcut"), grad_out, need_input_grad)
+        return accumulate(grad_main, grad_short, protected=grad_out) if need_input_grad else None
 
 
-def _backward_path(layers: list[Layer], grad: Any, need_input_grad: bool) -> Any:
-    """dL/d_input of a path of ``layers`` given dL/d_output (the first layer may skip its input gradient)."""
-    for k in reversed(range(len(layers))):
-        grad = layers[k].backward(grad, need_input_grad or k > 0)
+def _backward_path(steps: list[Any], grad: Any, need_input_grad: bool) -> Any:
+    """dL/d_input of a path of plan ``steps`` given dL/d_output (the first may skip its input gradient)."""
+    for k in reversed(range(len(steps))):
+        grad = steps[k].backward(grad, need_input_grad or k > 0)
     return grad

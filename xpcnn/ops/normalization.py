@@ -7,16 +7,28 @@ from typing import Any
 
 from xpcnn import backend as B
 from xpcnn.kernels import dispatch
+from xpcnn.ops.activations import relu_backward, relu_forward
 
 
 @dataclass
 class BatchNormContext:
-    """Normalized input, inverse std and the count reduced over (training mode)."""
+    """What the backward pass needs: the input ``x`` (``x_hat`` is recomputed from it, which costs less than
+    writing and reading it back), the ``(C,)`` statistics it was normalized with, the count reduced over
+    (training mode), and, where a ReLU was fused in, the output ``y`` (the ReLU's mask is ``y > 0``)."""
 
-    x_hat: Any
+    x: Any
+    mean: Any
     inv_std: Any
     count: int
     training: bool
+    y: Any = None
+
+    @property
+    def x_hat(self) -> Any:
+        """The normalized input ``(x - mean) * inv_std``, ``(N, C, H, W)``."""
+        xp = B.namespace_of(self.x)
+        c = self.x.shape[1]
+        return (self.x - xp.reshape(self.mean, (1, c, 1, 1))) * xp.reshape(self.inv_std, (1, c, 1, 1))
 
 
 def channel_sums(*arrays: Any) -> list[Any]:
@@ -41,12 +53,15 @@ def updated_running_stats(running_mean: Any, running_var: Any, mean: Any, var: A
 
 @dispatch("batch_norm2d_forward")
 def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
-                         training: bool, momentum: float = 0.1, eps: float = 1e-5
+                         training: bool, momentum: float = 0.1, eps: float = 1e-5, relu: bool = False
                          ) -> tuple[Any, Any, Any, BatchNormContext]:
-    """Returns ``(y, new_running_mean, new_running_var, ctx)``; all statistics are ``(C,)``.
+    """Returns ``(y, new_running_mean, new_running_var, ctx)``; ``x`` and ``y`` are ``(N, C, H, W)``, all
+    statistics ``(C,)``.
 
     Training normalizes with the batch's biased variance and updates the running variance
-    with the unbiased one; evaluation uses the running statistics.
+    with the unbiased one; evaluation uses the running statistics. ``relu=True`` returns ``max(y, 0)``
+    (a BatchNorm2D followed by a ReLU, as :mod:`xpcnn.plan` fuses them) and the backward pass applies
+    ReLU's gradient too.
     """
     xp = B.namespace_of(x, gamma)
     n, c, h, w = x.shape
@@ -59,21 +74,27 @@ def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, runni
     else:
         mean, var = running_mean, running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
-    x_hat = (x - xp.reshape(mean, (1, c, 1, 1))) * xp.reshape(inv_std, (1, c, 1, 1))
-    y = x_hat * xp.reshape(gamma, (1, c, 1, 1)) + xp.reshape(beta, (1, c, 1, 1))
-    return y, running_mean, running_var, BatchNormContext(x_hat, inv_std, count, training)
+    ctx = BatchNormContext(x, mean, inv_std, count, training)
+    y = ctx.x_hat * xp.reshape(gamma, (1, c, 1, 1)) + xp.reshape(beta, (1, c, 1, 1))
+    if relu:
+        y = ctx.y = relu_forward(y)
+    return y, running_mean, running_var, ctx
 
 
 @dispatch("batch_norm2d_backward")
 def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tuple[Any, Any, Any]:
-    """Returns ``(grad_x (N, C, H, W), grad_gamma (C,), grad_beta (C,))``."""
+    """Returns ``(grad_x (N, C, H, W), grad_gamma (C,), grad_beta (C,))``; with a fused ReLU (``ctx.y`` set),
+    the gradients of ``max(batch_norm(x), 0)``."""
     xp = B.namespace_of(grad_y, gamma)
     c = gamma.shape[0]
-    grad_beta, grad_gamma = channel_sums(grad_y, grad_y * ctx.x_hat)
+    if ctx.y is not None:
+        grad_y = relu_backward(grad_y, ctx.y)
+    x_hat = ctx.x_hat
+    grad_beta, grad_gamma = channel_sums(grad_y, grad_y * x_hat)
     scale = xp.reshape(gamma * ctx.inv_std, (1, c, 1, 1))
     if not ctx.training:
         return grad_y * scale, grad_gamma, grad_beta
     mean_g = xp.reshape(grad_beta / ctx.count, (1, c, 1, 1))
     mean_gx = xp.reshape(grad_gamma / ctx.count, (1, c, 1, 1))
-    grad_x = scale * (grad_y - mean_g - ctx.x_hat * mean_gx)
+    grad_x = scale * (grad_y - mean_g - x_hat * mean_gx)
     return grad_x, grad_gamma, grad_beta

@@ -45,10 +45,12 @@ def _forward_applies(x: Any, gamma: Any, beta: Any, running_mean: Any, running_v
 
 
 def _backward_applies(grad_y: Any, gamma: Any, ctx: Any) -> bool:
-    x_hat = getattr(ctx, "x_hat", None)
-    return (compiled.available() and _float4d(grad_y) and type(x_hat) is numpy.ndarray
-            and x_hat.shape == grad_y.shape and x_hat.dtype == grad_y.dtype and _layout(x_hat) is not None
-            and type(gamma) is numpy.ndarray and gamma.shape == (grad_y.shape[1],) and gamma.dtype == grad_y.dtype)
+    x, y = getattr(ctx, "x", None), getattr(ctx, "y", None)
+    return (compiled.available() and _float4d(grad_y) and type(x) is numpy.ndarray
+            and x.shape == grad_y.shape and x.dtype == grad_y.dtype and _layout(x) is not None
+            and (y is None or (type(y) is numpy.ndarray and y.shape == x.shape and _layout(y) == _layout(x)))
+            and all(type(a) is numpy.ndarray and a.shape == (grad_y.shape[1],) and a.dtype == grad_y.dtype
+                    for a in (gamma, ctx.mean, ctx.inv_std)))
 
 
 def _flat(x: Any, layout: str) -> Any:
@@ -80,7 +82,8 @@ def _sums(kernel: Any, a: Any, b: Any, shift: Any, c: int) -> Any:
 
 @register("batch_norm2d_forward", "numpy", when=_forward_applies)
 def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any, training: bool,
-                         momentum: float = 0.1, eps: float = 1e-5) -> tuple[Any, Any, Any, BatchNormContext]:
+                         momentum: float = 0.1, eps: float = 1e-5, relu: bool = False
+                         ) -> tuple[Any, Any, Any, BatchNormContext]:
     layout = _layout(x)
     n, c, h, w = x.shape
     count = n * h * w
@@ -95,41 +98,44 @@ def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, runni
         running_mean, running_var = updated_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
         mean, var = running_mean, running_var
-    inv_std = 1.0 / numpy.sqrt(var + eps)
-    x_hat, x_hat_flat = _like(x, layout)
+    inv_std = (1.0 / numpy.sqrt(var + eps)).astype(x.dtype)
     y, y_flat = _like(x, layout)
     apply = kernels["normalize_" + layout]
 
     def part(bounds: tuple[int, int]) -> None:
         i, j = bounds
-        apply(flat[i:j], mean, inv_std, gamma, beta, i, x_hat_flat[i:j], y_flat[i:j])
+        apply(flat[i:j], mean, inv_std, gamma, beta, bool(relu), i, y_flat[i:j])
     parallel_map(part, per_worker(flat.shape[0]))
-    return y, running_mean, running_var, BatchNormContext(x_hat, inv_std, count, training)
+    return y, running_mean, running_var, BatchNormContext(x, mean, inv_std, count, training, y if relu else None)
 
 
 @register("batch_norm2d_backward", "numpy", when=_backward_applies)
 def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tuple[Any, Any, Any]:
-    layout = _layout(ctx.x_hat)
+    layout = _layout(ctx.x)
     c = gamma.shape[0]
-    x_hat = _flat(ctx.x_hat, layout)
-    if _layout(grad_y) != layout:  # one copy into x_hat's memory order
+    x = _flat(ctx.x, layout)
+    relu = ctx.y is not None
+    if _layout(grad_y) != layout:  # one copy into x's memory order
         grad_y = numpy.ascontiguousarray(grad_y.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if layout == "rows" \
             else numpy.ascontiguousarray(grad_y)
     g = _flat(grad_y, layout)
+    y = _flat(ctx.y, layout) if relu else g  # (without a ReLU, a placeholder the kernels never read)
     kernels = _kernels()
-    total, products = _sums(kernels["grads_" + layout], g, x_hat, numpy.zeros(c), c)  # no shift: sums of g, g*x_hat
+    sums = kernels["grads_" + layout]
+    total, products = _sums(lambda g, x, _, first, out: sums(g, x, y[first:first + g.shape[0]], ctx.mean, ctx.inv_std,
+                                                              relu, first, out), g, x, None, c)
     grad_beta, grad_gamma = total.astype(gamma.dtype), products.astype(gamma.dtype)
     scale = gamma * ctx.inv_std
     if ctx.training:
         mean_g, mean_gx = grad_beta / ctx.count, grad_gamma / ctx.count
     else:
         mean_g = mean_gx = numpy.zeros_like(scale)
-    grad_x, out = _like(ctx.x_hat, layout)
+    grad_x, out = _like(ctx.x, layout)
     apply = kernels["input_grad_" + layout]
 
     def part(bounds: tuple[int, int]) -> None:
         i, j = bounds
-        apply(g[i:j], x_hat[i:j], scale, mean_g, mean_gx, i, out[i:j])
+        apply(g[i:j], x[i:j], y[i:j], ctx.mean, ctx.inv_std, relu, scale, mean_g, mean_gx, i, out[i:j])
     parallel_map(part, per_worker(g.shape[0]))
     return grad_x, grad_gamma, grad_beta
 
@@ -140,8 +146,9 @@ def warm_up() -> None:
         x = numpy.ones((2, 3, 2, 2), numpy.float32)
         x = numpy.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if channel_last else x
         stats = numpy.ones(3, numpy.float32)
-        y, _, _, ctx = batch_norm2d_forward(x, stats, stats, stats, stats, True)
-        batch_norm2d_backward(y, stats, ctx)
+        for relu in (False, True):
+            y, _, _, ctx = batch_norm2d_forward(x, stats, stats, stats, stats, True, relu=relu)
+            batch_norm2d_backward(y, stats, ctx)
 
 
 @cache
@@ -178,67 +185,78 @@ def _kernels() -> dict[str, Any]:
             sums[0, ch] += s1
             sums[1, ch] += s2
 
+    # Backward: g masked by a fused ReLU (g * (y > 0), the ReLU layer's formula) and x_hat recomputed from x
+    # with the forward pass's float32 expression, so both equal what the unfused layers would see.
     @jit
-    def grads_rows(g, x_hat, shift, first, sums):  # pragma: no cover - compiled
+    def grads_rows(g, x, y, mean, inv_std, relu, first, sums):  # pragma: no cover - compiled
         rows, c = g.shape
         for r in range(rows):
             for ch in range(c):
-                v = numpy.float64(g[r, ch])
-                sums[0, ch] += v
-                sums[1, ch] += v * numpy.float64(x_hat[r, ch])
+                v = g[r, ch]
+                v = v if not relu or y[r, ch] > 0 else v - v  # g * 0 in g's dtype (NaN for an infinite g), as ReLU's
+                x_hat = (x[r, ch] - mean[ch]) * inv_std[ch]
+                sums[0, ch] += numpy.float64(v)
+                sums[1, ch] += numpy.float64(v) * numpy.float64(x_hat)
 
     @jit_sum
-    def grads_planes(g, x_hat, shift, first, sums):  # pragma: no cover - compiled
+    def grads_planes(g, x, y, mean, inv_std, relu, first, sums):  # pragma: no cover - compiled
         rows, s = g.shape
-        c = shift.shape[0]
+        c = mean.shape[0]
         for r in range(rows):
             ch = (first + r) % c
+            m, k = mean[ch], inv_std[ch]
             s1 = 0.0
             s2 = 0.0
             for p in range(s):
-                v = numpy.float64(g[r, p])
-                s1 += v
-                s2 += v * numpy.float64(x_hat[r, p])
+                v = g[r, p]
+                v = v if not relu or y[r, p] > 0 else v - v
+                x_hat = (x[r, p] - m) * k
+                s1 += numpy.float64(v)
+                s2 += numpy.float64(v) * numpy.float64(x_hat)
             sums[0, ch] += s1
             sums[1, ch] += s2
 
     @jit
-    def normalize_rows(x, mean, inv_std, gamma, beta, first, x_hat, y):  # pragma: no cover - compiled
+    def normalize_rows(x, mean, inv_std, gamma, beta, relu, first, y):  # pragma: no cover - compiled
         rows, c = x.shape
         for r in range(rows):
             for ch in range(c):
-                v = (x[r, ch] - mean[ch]) * inv_std[ch]
-                x_hat[r, ch] = v
-                y[r, ch] = v * gamma[ch] + beta[ch]
+                v = ((x[r, ch] - mean[ch]) * inv_std[ch]) * gamma[ch] + beta[ch]
+                y[r, ch] = 0 if relu and v < 0 else v  # NaN stays NaN, as in NumPy's maximum
 
     @jit
-    def normalize_planes(x, mean, inv_std, gamma, beta, first, x_hat, y):  # pragma: no cover - compiled
+    def normalize_planes(x, mean, inv_std, gamma, beta, relu, first, y):  # pragma: no cover - compiled
         rows, s = x.shape
         c = mean.shape[0]
         for r in range(rows):
             ch = (first + r) % c
             m, k, gm, bt = mean[ch], inv_std[ch], gamma[ch], beta[ch]
             for p in range(s):
-                v = (x[r, p] - m) * k
-                x_hat[r, p] = v
-                y[r, p] = v * gm + bt
+                v = ((x[r, p] - m) * k) * gm + bt
+                y[r, p] = 0 if relu and v < 0 else v
 
     @jit
-    def input_grad_rows(g, x_hat, scale, mean_g, mean_gx, first, out):  # pragma: no cover - compiled
+    def input_grad_rows(g, x, y, mean, inv_std, relu, scale, mean_g, mean_gx, first, out):  # pragma: no cover
         rows, c = g.shape
         for r in range(rows):
             for ch in range(c):
-                out[r, ch] = scale[ch] * (g[r, ch] - mean_g[ch] - x_hat[r, ch] * mean_gx[ch])
+                v = g[r, ch]
+                v = v if not relu or y[r, ch] > 0 else v - v
+                x_hat = (x[r, ch] - mean[ch]) * inv_std[ch]
+                out[r, ch] = scale[ch] * (v - mean_g[ch] - x_hat * mean_gx[ch])
 
     @jit
-    def input_grad_planes(g, x_hat, scale, mean_g, mean_gx, first, out):  # pragma: no cover - compiled
+    def input_grad_planes(g, x, y, mean, inv_std, relu, scale, mean_g, mean_gx, first, out):  # pragma: no cover
         rows, s = g.shape
         c = scale.shape[0]
         for r in range(rows):
             ch = (first + r) % c
-            a, mg, mgx = scale[ch], mean_g[ch], mean_gx[ch]
+            a, mg, mgx, m, k = scale[ch], mean_g[ch], mean_gx[ch], mean[ch], inv_std[ch]
             for p in range(s):
-                out[r, p] = a * (g[r, p] - mg - x_hat[r, p] * mgx)
+                v = g[r, p]
+                v = v if not relu or y[r, p] > 0 else v - v
+                x_hat = (x[r, p] - m) * k
+                out[r, p] = a * (v - mg - x_hat * mgx)
 
     return {"stats_rows": stats_rows, "stats_planes": stats_planes, "grads_rows": grads_rows,
             "grads_planes": grads_planes, "normalize_rows": normalize_rows, "normalize_planes": normalize_planes,

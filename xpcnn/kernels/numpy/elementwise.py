@@ -41,6 +41,19 @@ def relu_grad(grad_y: Any, y: Any) -> Any:
     return out
 
 
+def _writable_alone(total: Any, more: Any, protected: Any = None) -> bool:
+    """``total`` and ``more`` float arrays of one shape and dtype, and ``total`` writable and sharing no memory
+    with ``more`` or ``protected``."""
+    return (float_arrays(total, more) and total.flags.writeable and not numpy.may_share_memory(total, more)
+            and (protected is None or not numpy.may_share_memory(total, protected)))
+
+
+@register("accumulate", "numpy", when=_writable_alone)
+def accumulate(total: Any, more: Any, protected: Any = None) -> Any:
+    split_batch(lambda a, b: numpy.add(total[a:b], more[a:b], out=total[a:b]), total.shape[0], big(total))
+    return total
+
+
 @register("tanh_grad", "numpy", when=float_arrays)
 def tanh_grad(grad_y: Any, y: Any) -> Any:
     out = numpy.empty_like(grad_y)

@@ -17,6 +17,7 @@ The worker count is ``xpcnn.settings.current().num_threads`` (default: the usabl
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import warnings
@@ -76,13 +77,31 @@ def single_threaded_blas() -> Iterator[None]:
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], threaded: bool = True) -> list[R]:
     """``[fn(item) for item in items]``, on the worker threads (OpenBLAS held to one thread) when
     ``threaded`` and there are several; else in the caller's thread. ``fn`` must write only its own
-    part of any shared output."""
+    part of any shared output.
+
+    The caller's thread is one of the workers: it and ``count - 1`` pool threads take the items in turn
+    from one counter, so each call wakes one thread fewer than it uses, and none waits idle while items
+    are left."""
     count = min(workers(), len(items)) if threaded else 1
     if count <= 1:
         return [fn(item) for item in items]
+    results: list[Any] = [None] * len(items)
+    turns = itertools.count()  # next() on it is atomic under the GIL: each index is taken once
+
+    def take_turns() -> None:
+        for i in iter(turns.__next__, None):
+            if i >= len(items):
+                return
+            results[i] = fn(items[i])
+
     with single_threaded_blas():
-        pool = _pool(count)
-        return _results([pool.submit(fn, item) for item in items])
+        pool = _pool(count - 1)
+        pending = [pool.submit(take_turns) for _ in range(count - 1)]
+        try:
+            take_turns()
+        finally:
+            _results(pending)
+    return results
 
 
 def even_ranges(n: int, count: int) -> list[tuple[int, int]]:
@@ -118,7 +137,7 @@ def split_batch(fn: Callable[[int, int], None], n: int, threaded: bool = True) -
         return
     (first, last), *rest = even_ranges(n, count)
     with single_threaded_blas():
-        pool = _pool(count)
+        pool = _pool(count - 1)
         pending = [pool.submit(fn, a, b) for a, b in rest]
         try:
             fn(first, last)
