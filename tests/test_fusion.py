@@ -16,7 +16,7 @@ from xpcnn.ops.fused import (
     tanh_avg_pool2d_forward,
 )
 from xpcnn.ops.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
-from xpcnn.plan import FusedStep, NormReLUStep
+from xpcnn.plan import FusedStep, ReLUFoldStep
 
 
 def _awkward_input(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -135,8 +135,8 @@ def test_the_plan_follows_changes_to_the_layer_list(rng) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_norm_runs_the_relu_after_it(training, dtype, backend, rng) -> None:
     """A BatchNorm2D followed by a ReLU runs as one step, on every backend: output, input gradient and every
-    parameter gradient equal those of the layers run one by one, and the ReLU keeps no cache. Inside a
-    residual block too (resnet20's conv-BN-ReLU-conv-BN), whose block path is planned the same way."""
+    parameter gradient equal those of the layers run one by one, and the ReLU keeps no cache. Inside a residual block too (resnet20's conv-BN-ReLU-conv-BN), whose block path is planned the same
+    way."""
     if backend.name == "jax" and dtype == np.float64:
         pytest.skip("JAX holds float64 only with its x64 switch")
 
@@ -152,8 +152,8 @@ def test_batch_norm_runs_the_relu_after_it(training, dtype, backend, rng) -> Non
     apart = Sequential(net()).to(backend.placement.device, backend.name, dtype=name)
     for m in (model, apart):
         m.train() if training else m.eval()
-    assert [step.indices for step in model.plan if isinstance(step, NormReLUStep)] == [(1, 2)]
-    assert [type(step).__name__ for step in model.layers[3]._steps("block")] == ["LayerStep", "NormReLUStep",
+    assert [step.indices for step in model.plan if isinstance(step, ReLUFoldStep)] == [(1, 2)]
+    assert [type(step).__name__ for step in model.layers[3]._steps("block")] == ["LayerStep", "ReLUFoldStep",
                                                                                  "LayerStep", "LayerStep"]
     x = backend.asarray(rng.standard_normal((3, 2, 8, 8)).astype(dtype))
     grad_out = backend.asarray(rng.standard_normal((3, 5)).astype(dtype))

@@ -3,9 +3,10 @@
 Most steps are one layer. An activation directly followed by a pooling layer of :data:`FUSIONS`
 becomes one fused step (:mod:`xpcnn.ops.fused`): the same values and gradients as the two layers
 apart, with fewer passes over memory (measured on NumPy: ReLU + max-pool, tanh + average pool,
-bench/results/optimization-log.md). A BatchNorm2D directly followed by a ReLU becomes a
-:class:`NormReLUStep`: the batch norm applies the ReLU in its own output pass and masks the gradient in its
-backward passes (:func:`xpcnn.ops.normalization.batch_norm2d_forward` with ``relu=True``). ``forward``, ``backward`` and the benchmark's per-layer
+bench/results/optimization-log.md). A layer of :data:`RELU_FOLDS` directly followed by a ReLU becomes a
+:class:`ReLUFoldStep`: the layer applies the ReLU in its own output pass and masks the gradient in its
+backward pass (``forward(x, relu=True)``: a BatchNorm2D in its compiled passes). Folding the ReLU after a
+residual block into the sum of its two paths measured no faster (bench/results/optimization-log.md). ``forward``, ``backward`` and the benchmark's per-layer
 breakdown all walk the same plan.
 """
 
@@ -75,36 +76,41 @@ class FusedStep:
         return f"{self.indices[0]}-{self.indices[1]}: {self.activation.name} fused into {self.pool.name}"
 
 
-class NormReLUStep:
-    """Layers ``index`` (a BatchNorm2D) and ``index + 1`` (a ReLU) run as the batch norm with the ReLU fused
-    in; the batch norm holds the context and fills its gradients, the ReLU layer keeps no cache."""
+#: Layer types whose ``forward(x, relu=True)`` returns ``max(forward(x), 0)`` and whose ``backward`` then
+#: includes ReLU's gradient.
+RELU_FOLDS = (BatchNorm2D,)
 
-    def __init__(self, index: int, norm: BatchNorm2D, relu: ReLU) -> None:
-        self.indices, self.norm, self.relu = (index, index + 1), norm, relu
+
+class ReLUFoldStep:
+    """Layers ``index`` (one of :data:`RELU_FOLDS`) and ``index + 1`` (a ReLU) run as the first with the
+    ReLU folded in; the first layer holds the context and fills its gradients, the ReLU layer keeps no cache."""
+
+    def __init__(self, index: int, layer: Layer, relu: ReLU) -> None:
+        self.indices, self.layer, self.relu = (index, index + 1), layer, relu
 
     def forward(self, x: Any) -> Any:
-        return self.norm.forward(x, relu=True)
+        return self.layer.forward(x, relu=True)
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
-        return self.norm.backward(grad_out, need_input_grad)
+        return self.layer.backward(grad_out, need_input_grad)
 
     def __repr__(self) -> str:
-        return f"{self.indices[0]}-{self.indices[1]}: {self.relu.name} fused into {self.norm.name}"
+        return f"{self.indices[0]}-{self.indices[1]}: {self.relu.name} folded into {self.layer.name}"
 
 
-Step = LayerStep | FusedStep | NormReLUStep
+Step = LayerStep | FusedStep | ReLUFoldStep
 
 
 def build_plan(layers: list[Layer]) -> list[Step]:
-    """The steps that run ``layers`` in order, each eligible (activation, pool) and (BatchNorm2D, ReLU) pair
-    fused."""
+    """The steps that run ``layers`` in order, each eligible (activation, pool) pair fused and each ReLU after a
+    layer of :data:`RELU_FOLDS` folded into it."""
     steps: list[Step] = []
     i = 0
     while i < len(layers):
         pair = (type(layers[i]), type(layers[i + 1])) if i + 1 < len(layers) else None
         fusion = next((f for f in FUSIONS if pair == (f.activation, f.pool)), None)
-        if pair == (BatchNorm2D, ReLU):
-            steps.append(NormReLUStep(i, layers[i], layers[i + 1]))
+        if pair is not None and pair[0] in RELU_FOLDS and pair[1] is ReLU:
+            steps.append(ReLUFoldStep(i, layers[i], layers[i + 1]))
             i += 2
         elif fusion is not None:
             steps.append(FusedStep(i, layers[i], layers[i + 1], fusion))

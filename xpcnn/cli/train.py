@@ -178,7 +178,7 @@ def _train(args: argparse.Namespace, run: SimpleNamespace, comm: Any = None) -> 
     resumed = f", resumed at epoch {trainer.epoch + 1}" + (f" batch {trainer.batch_in_epoch + 1}"
                                                            if trainer.batch_in_epoch else "") if checkpoint else ""
     print(f"training {model.name or args.model} on {args.dataset} ({len(train)} train / {len(test)} test images) "
-          f"with {trainer.placement}, {type(optimizer).__name__} lr={optimizer.lr}"
+          f"with {trainer.placement}, {type(optimizer).__name__} lr={_rate(trainer, optimizer)}"
           f"{train_settings.describe(run_settings, optimizer)}{augment_settings.describe(run_settings['augment'])}"
           f", {_batch(args.batch_size, comm)}, into {out}{resumed}",
           file=sys.stderr)
@@ -223,6 +223,15 @@ def _first_channels(model: Sequential) -> int | None:
         if expected is not None or hasattr(layer, "in_features"):
             return expected
     return None
+
+
+def _rate(trainer: Trainer, optimizer: Any) -> str:
+    """The learning rate for the run's first line: a schedule's peak rate (a warm-up starts lower) with the
+    rate now in brackets where they differ, else the optimizer's rate; 4 significant digits."""
+    peak, now = getattr(trainer.schedule, "base_lr", None), optimizer.lr
+    if peak is None or f"{peak:.4g}" == f"{now:.4g}":
+        return f"{now:.4g}"
+    return f"{peak:.4g} (now {now:.4g})"
 
 
 def _fitted_head(model: Sequential, num_classes: int, seed: int) -> Sequential:
