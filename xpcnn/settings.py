@@ -48,8 +48,10 @@ class Settings:
     direct_split_min_flops: int = 32_000_000
     #: Largest channel count (in and out) of the direct convolution kernels; None: 4 vectors' worth.
     direct_max_channels: int | None = None
-    #: Upper bound on one chunk's patch matrix in the NumPy GEMM convolution, in bytes.
-    column_buffer_bytes: int = 4 * MiB
+    #: Upper bound on one chunk's patch matrix in the NumPy GEMM convolution, in bytes. 1 MiB measured
+    #: 0.9-1.15x the time of 4 MiB per training step (resnet20, mnist-cnn, fastnet, lenet5; 512 KiB slower), once
+    #: the caller's thread took chunks too (bench/results/2026-11-30-vm-resnet20.md).
+    column_buffer_bytes: int = 1 * MiB
     #: Whole-batch patch matrices up to this size are kept for the backward pass instead of rebuilt.
     keep_columns_bytes: int = 16 * MiB
     #: Matrix products (a dense layer's, a convolution's GEMM chunks) of at least this many FLOPs are split
