@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from processes import input_shape  # bench/processes.py, beside this script: the same CxHxW check
+
 KINDS = {"Conv2D": "conv", "BatchNorm2D": "batchnorm", "ReLU": "relu", "GlobalAvgPool2D": "pool",
          "MaxPool2D": "pool", "AvgPool2D": "pool", "Dense": "linear", "Flatten": "other", "Dropout": "other"}
 TORCH_FORWARD = {"aten::conv2d": "conv", "aten::batch_norm": "batchnorm", "aten::relu": "relu", "aten::add": "add",
@@ -188,7 +190,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--input", type=lambda t: tuple(int(v) for v in t.split("x")), metavar="CxHxW")
+    p.add_argument("--input", type=input_shape, metavar="CxHxW")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--engine", choices=["xpcnn", "torch"], help="run one engine in this process, print JSON")

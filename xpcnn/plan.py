@@ -6,8 +6,8 @@ apart, with fewer passes over memory (measured on NumPy: ReLU + max-pool, tanh +
 bench/results/optimization-log.md). A layer of :data:`RELU_FOLDS` directly followed by a ReLU becomes a
 :class:`ReLUFoldStep`: the layer applies the ReLU in its own output pass and masks the gradient in its
 backward pass (``forward(x, relu=True)``: a BatchNorm2D in its compiled passes). Folding the ReLU after a
-residual block into the sum of its two paths measured no faster (bench/results/optimization-log.md). ``forward``, ``backward`` and the benchmark's per-layer
-breakdown all walk the same plan.
+residual block into the sum of its two paths measured no faster (bench/results/optimization-log.md).
+``forward``, ``backward`` and the benchmark's per-layer breakdown all walk the same plan.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 The reference (:mod:`xpcnn.ops.normalization`) reduces on one core and makes a full-size temporary per
 operation. Here each pass reads the input once: the forward sums each channel's values and squares (float64,
-shifted by the channel's first value so the variance keeps its digits), then writes ``x_hat`` and ``y``;
-the backward sums ``g`` and ``g * x_hat`` per channel, then writes the input gradient. Each worker thread
+shifted by the channel's first value so the variance keeps its digits), then writes ``y`` (``max(y, 0)`` with
+a folded ReLU); the backward sums ``g`` and ``g * x_hat`` per channel, then writes the input gradient. The
+backward recomputes ``x_hat`` from ``x`` (one full-size array less to write and read back) and, with a folded
+ReLU, masks ``g`` where ``y <= 0`` (the ReLU layer's own pass, gone). Each worker thread
 takes a contiguous range of rows (channel-last input, ``(N*H*W, C)``) or of planes (channel-first input,
 ``(N*C, H*W)``) and keeps its own per-channel sums, which the caller adds. Outputs keep the input's memory
 order; the context is the reference's (:class:`~xpcnn.ops.normalization.BatchNormContext`), so either
@@ -69,15 +71,15 @@ def _like(x: Any, layout: str) -> tuple[Any, Any]:
     return out, _flat(out, layout)
 
 
-def _sums(kernel: Any, a: Any, b: Any, shift: Any, c: int) -> Any:
-    """The float64 ``(2, C)`` per-channel sums that ``kernel(a[i:j], b[i:j], shift, first, sums)`` adds
-    over each worker's range ``i:j`` of ``a``'s rows (``first = i``: planes find their channel from it)."""
+def _sums(kernel: Any, rows: int, c: int, args: Any) -> Any:
+    """The float64 ``(2, C)`` per-channel sums that ``kernel(*args(i, j), i, sums)`` adds over each worker's
+    range ``i:j`` of ``rows`` (the range's first row ``i``: planes find their channel from it)."""
     def part(bounds: tuple[int, int]) -> Any:
         i, j = bounds
         sums = numpy.zeros((2, c), dtype=numpy.float64)
-        kernel(a[i:j], b[i:j], shift, i, sums)
+        kernel(*args(i, j), i, sums)
         return sums
-    return numpy.sum(parallel_map(part, per_worker(a.shape[0])), axis=0)
+    return numpy.sum(parallel_map(part, per_worker(rows)), axis=0)
 
 
 @register("batch_norm2d_forward", "numpy", when=_forward_applies)
@@ -91,7 +93,7 @@ def batch_norm2d_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, runni
     kernels = _kernels()
     if training:
         shift = numpy.ascontiguousarray(x[0, :, 0, 0], dtype=numpy.float64)
-        total, squares = _sums(kernels["stats_" + layout], flat, flat, shift, c)
+        total, squares = _sums(kernels["stats_" + layout], flat.shape[0], c, lambda i, j: (flat[i:j], shift))
         centered = total / count
         mean = (shift + centered).astype(x.dtype)
         var = numpy.maximum(squares / count - centered * centered, 0.0).astype(x.dtype)
@@ -121,9 +123,8 @@ def batch_norm2d_backward(grad_y: Any, gamma: Any, ctx: BatchNormContext) -> tup
     g = _flat(grad_y, layout)
     y = _flat(ctx.y, layout) if relu else g  # (without a ReLU, a placeholder the kernels never read)
     kernels = _kernels()
-    sums = kernels["grads_" + layout]
-    total, products = _sums(lambda g, x, _, first, out: sums(g, x, y[first:first + g.shape[0]], ctx.mean, ctx.inv_std,
-                                                              relu, first, out), g, x, None, c)
+    total, products = _sums(kernels["grads_" + layout], g.shape[0], c,
+                            lambda i, j: (g[i:j], x[i:j], y[i:j], ctx.mean, ctx.inv_std, relu))
     grad_beta, grad_gamma = total.astype(gamma.dtype), products.astype(gamma.dtype)
     scale = gamma * ctx.inv_std
     if ctx.training:
@@ -161,7 +162,7 @@ def _kernels() -> dict[str, Any]:
     jit_sum = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
 
     @jit
-    def stats_rows(a, b, shift, first, sums):  # pragma: no cover - compiled
+    def stats_rows(a, shift, first, sums):  # pragma: no cover - compiled
         rows, c = a.shape
         for r in range(rows):
             for ch in range(c):
@@ -170,7 +171,7 @@ def _kernels() -> dict[str, Any]:
                 sums[1, ch] += d * d
 
     @jit_sum
-    def stats_planes(a, b, shift, first, sums):  # pragma: no cover - compiled
+    def stats_planes(a, shift, first, sums):  # pragma: no cover - compiled
         rows, s = a.shape
         c = shift.shape[0]
         for r in range(rows):
@@ -185,15 +186,17 @@ def _kernels() -> dict[str, Any]:
             sums[0, ch] += s1
             sums[1, ch] += s2
 
-    # Backward: g masked by a fused ReLU (g * (y > 0), the ReLU layer's formula) and x_hat recomputed from x
-    # with the forward pass's float32 expression, so both equal what the unfused layers would see.
+    # Backward: g masked by a folded ReLU (g * 0 in g's dtype where y <= 0, NaN for an infinite g, as the ReLU
+    # layer's product) and x_hat recomputed from x with the forward pass's float32 expression, so both equal what
+    # the unfused layers would see. Written out in each pass: kernels that call a jitted helper defined in here
+    # missed numba's cache in every new process (measured: 4 passes recompiled, warm_up 0.66 -> 1.6 s).
     @jit
     def grads_rows(g, x, y, mean, inv_std, relu, first, sums):  # pragma: no cover - compiled
         rows, c = g.shape
         for r in range(rows):
             for ch in range(c):
                 v = g[r, ch]
-                v = v if not relu or y[r, ch] > 0 else v - v  # g * 0 in g's dtype (NaN for an infinite g), as ReLU's
+                v = v if not relu or y[r, ch] > 0 else v - v
                 x_hat = (x[r, ch] - mean[ch]) * inv_std[ch]
                 sums[0, ch] += numpy.float64(v)
                 sums[1, ch] += numpy.float64(v) * numpy.float64(x_hat)
