@@ -60,6 +60,7 @@ def profile_xpcnn(args: argparse.Namespace) -> dict:
     import numpy  # noqa: F401  (as users run it: numpy first)
 
     import xpcnn
+    xpcnn.enable_wide_vectors()  # as the xpcnn command and bench/processes.py do, before anything compiles
     from xpcnn import backend as B
     from xpcnn.bench.harness import XpcnnStep
     from xpcnn.layers import Residual

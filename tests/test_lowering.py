@@ -109,6 +109,9 @@ def test_auto_takes_the_direct_kernels_for_few_channels(c, o, k, h, stride, dire
     (2, 1, 1, 3, 0, 1, (3, 40)),    # one output channel: a wide block
     (5, 64, 3, 3, 1, 1, (7, 30)),   # output channels in groups of whole vectors, input gradient with 64 in
     (48, 40, 2, 3, 0, 1, (5, 6)),   # groups of one vector (40 = 5 x 8) or all 40 at once (16 lanes)
+    (4, 8, 3, 3, (0, 2, 1, 0), 1, (6, 7)),  # uneven padding: the input gradient pads the output gradient unevenly
+    (3, 5, 1, 1, 1, 1, (4, 5)),     # padding beyond the kernel's reach: the padded gradient is cropped
+    (3, 9, 3, 3, (3, 1, 0, 2), 1, (6, 6)),  # ... on one side only
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> None:
@@ -120,7 +123,7 @@ def test_direct_kernels_match_im2col(c, o, kh, kw, padding, dilation, hw, dtype,
 def _direct_against_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> None:
     x = rng.standard_normal((3, c, *hw)).astype(dtype)
     weight, bias = rng.standard_normal((o, c, kh, kw)).astype(dtype), rng.standard_normal(o).astype(dtype)
-    geometry = ((1, 1), (padding,) * 4, (dilation, dilation))
+    geometry = ((1, 1), padding if isinstance(padding, tuple) else (padding,) * 4, (dilation, dilation))
     results = []
     for kind in ("columns", "direct"):
         y, ctx = conv.conv2d_forward(x, weight, bias, *geometry, kind)

@@ -35,10 +35,11 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     n, _, h, w = x.shape
     kh, kw = weight.shape[2:]
     out_hw = output_hw((h, w), (kh, kw), stride, padding, dilation)
-    x_padded = B.pad_hw(B.channels_last(x), *padding)
     if _use_direct(x, tuple(weight.shape), stride, lowering):
-        y = direct.conv_forward(x_padded, weight, bias, out_hw, stride, dilation, zero_rows=padding[:2])
-        return B.channels_first(y), DirectContext(x_padded, weight, stride, dilation, padding, bias is not None)
+        x_last = B.channels_last(x)
+        y = direct.conv_forward(x_last, weight, bias, padding, out_hw, stride, dilation)
+        return B.channels_first(y), DirectContext(x_last, weight, stride, dilation, padding, bias is not None)
+    x_padded = B.pad_hw(B.channels_last(x), *padding)
     plan = choose_lowering(tuple(x_padded.shape), tuple(weight.shape), stride, dilation, out_hw, lowering)
     source = plan.view(x_padded)
     w_matrix = plan.weight_matrix(weight)
@@ -111,7 +112,7 @@ class LoweredContext:
 class DirectContext:
     """What the backward pass of the direct kernels needs."""
 
-    x_padded: Any          # (N, Hp, Wp, C)
+    x: Any                 # (N, H, W, C), unpadded: the kernels pad inside
     weight: Any            # (O, C, kh, kw)
     stride: Pair
     dilation: Pair
@@ -121,11 +122,12 @@ class DirectContext:
     def backward(self, grad_y: Any, need_input_grad: bool) -> tuple[Any | None, Any, Any | None]:
         g = B.channels_last(grad_y)
         grad_b = bias_grad(g) if self.has_bias else None
-        grad_w = direct.conv_weight_grad(self.x_padded, g, tuple(self.weight.shape[2:]), self.stride, self.dilation)
+        grad_w = direct.conv_weight_grad(self.x, g, tuple(self.weight.shape[2:]), self.padding, self.stride,
+                                         self.dilation)
         grad_x = None
         if need_input_grad:
-            dx = direct.conv_input_grad(g, self.weight, tuple(self.x_padded.shape[1:3]), self.dilation)
-            grad_x = B.channels_first(B.crop_hw(dx, *self.padding))
+            grad_x = B.channels_first(direct.conv_input_grad(g, self.weight, self.padding,
+                                                             tuple(self.x.shape[1:3]), self.dilation))
         return grad_x, grad_w, grad_b
 
 

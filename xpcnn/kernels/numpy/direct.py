@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy
 
-from xpcnn.backend.windows import pad_hw
 from xpcnn.kernels.numpy import compiled
 from xpcnn.kernels.numpy.generated import compile_source
 from xpcnn.kernels.numpy.threads import split_batch
@@ -64,48 +63,59 @@ def max_channels() -> int:
     return most if most is not None else 4 * _lanes()
 
 
-def conv_forward(x_padded: Any, weight: Any, bias: Any | None, out_hw: tuple[int, int], stride: tuple[int, int],
-                 dilation: tuple[int, int], zero_rows: tuple[int, int] = (0, 0)) -> Any:
-    """Cross-correlation of channel-last ``x_padded`` ``(N, Hp, Wp, C)`` with ``weight`` ``(O, C, kh, kw)``,
-    plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo, O)`` output, C-contiguous, in ``x_padded``'s dtype.
-    ``zero_rows``: how many rows at the top and bottom of ``x_padded`` are zero padding (skipped)."""
+def conv_forward(x: Any, weight: Any, bias: Any | None, padding: tuple[int, int, int, int],
+                 out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> Any:
+    """Cross-correlation of channel-last ``x`` ``(N, H, W, C)``, zero-padded by ``padding`` (top, bottom,
+    left, right), with ``weight`` ``(O, C, kh, kw)``, plus ``bias`` ``(O,)`` when given: the ``(N, Ho, Wo,
+    O)`` output, C-contiguous, in ``x``'s dtype. The padded input never exists as a whole array: see
+    :func:`_correlate`."""
     o = weight.shape[0]
-    taps = numpy.ascontiguousarray(numpy.transpose(weight, (2, 3, 1, 0)), x_padded.dtype)  # (kh, kw, C, O)
-    shift = numpy.zeros(o, x_padded.dtype) if bias is None else numpy.ascontiguousarray(bias, x_padded.dtype)
-    rows = (zero_rows[0], x_padded.shape[1] - zero_rows[1])
-    return _correlate(numpy.ascontiguousarray(x_padded), taps, shift, out_hw, stride, dilation, rows)
+    taps = numpy.ascontiguousarray(numpy.transpose(weight, (2, 3, 1, 0)), x.dtype)  # (kh, kw, C, O)
+    shift = numpy.zeros(o, x.dtype) if bias is None else numpy.ascontiguousarray(bias, x.dtype)
+    return _correlate(numpy.ascontiguousarray(x), taps, shift, out_hw, stride, dilation, padding)
 
 
-def conv_input_grad(grad_y: Any, weight: Any, padded_hw: tuple[int, int], dilation: tuple[int, int]) -> Any:
-    """Gradient ``(N, Hp, Wp, C)`` of the padded input of a stride-1 :func:`conv_forward`, from ``grad_y``
-    ``(N, Ho, Wo, O)``: the output gradient, padded by the kernel's reach, correlated with the kernel
-    flipped in space and transposed in channels."""
+def conv_input_grad(grad_y: Any, weight: Any, padding: tuple[int, int, int, int], input_hw: tuple[int, int],
+                    dilation: tuple[int, int]) -> Any:
+    """Gradient ``(N, H, W, C)`` of the input of a stride-1 :func:`conv_forward` with ``padding``, from
+    ``grad_y`` ``(N, Ho, Wo, O)``: the output gradient, padded by the kernel's reach less the forward
+    padding, correlated with the kernel flipped in space and transposed in channels. Only the ``H x W``
+    pixels of the unpadded input are computed (a ``3x3`` conv on ``8x8`` images would otherwise compute
+    ``10x10``), C-contiguous; where a padding exceeds the kernel's reach, the padded input's gradient is
+    computed and cropped (a strided view)."""
     _, c, kh, kw = weight.shape
-    (dh, dw), (hp, wp) = dilation, padded_hw
-    top, left = (kh - 1) * dh, (kw - 1) * dw
-    padded = pad_hw(grad_y, top, top, left, left)
+    (dh, dw), (h, w) = dilation, input_hw
+    reach_h, reach_w = (kh - 1) * dh, (kw - 1) * dw
+    top, bottom, left, right = padding
     taps = numpy.ascontiguousarray(numpy.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)), grad_y.dtype)
-    return _correlate(padded, taps, numpy.zeros(c, grad_y.dtype), (hp, wp), (1, 1), dilation,
-                      (top, top + grad_y.shape[1]))
+    zeros, grad_y = numpy.zeros(c, grad_y.dtype), numpy.ascontiguousarray(grad_y)
+    if max(top, bottom) > reach_h or max(left, right) > reach_w:
+        full = _correlate(grad_y, taps, zeros, (h + top + bottom, w + left + right), (1, 1), dilation,
+                          (reach_h, reach_h, reach_w, reach_w))
+        return full[:, top:top + h, left:left + w, :]
+    return _correlate(grad_y, taps, zeros, (h, w), (1, 1), dilation,
+                      (reach_h - top, reach_h - bottom, reach_w - left, reach_w - right))
 
 
-def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride: tuple[int, int],
-                     dilation: tuple[int, int]) -> Any:
-    """Gradient ``(O, C, kh, kw)`` of the weight of :func:`conv_forward`, from the padded channel-last
-    input ``(N, Hp, Wp, C)`` and the output gradient ``(N, Ho, Wo, O)``."""
-    x_padded = numpy.ascontiguousarray(x_padded)
-    grad_y = numpy.ascontiguousarray(grad_y, x_padded.dtype)
-    n, hp, wp, c = x_padded.shape
+def conv_weight_grad(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int, int, int],
+                     stride: tuple[int, int], dilation: tuple[int, int]) -> Any:
+    """Gradient ``(O, C, kh, kw)`` of the weight of :func:`conv_forward`, from its channel-last input
+    ``(N, H, W, C)`` (padded by ``padding`` inside the kernel, as there) and the output gradient
+    ``(N, Ho, Wo, O)``."""
+    x = numpy.ascontiguousarray(x)
+    grad_y = numpy.ascontiguousarray(grad_y, x.dtype)
+    n, h, w, c = x.shape
     _, ho, wo, o = grad_y.shape
     kh, kw = kernel
+    top, bottom, left, right = padding
     cols, chans = _tap_group(c, o, kw)
-    run = _weight_grad_kernel(c, o, cols, chans, x_padded.dtype.name)
+    run = _weight_grad_kernel(c, o, cols, chans, x.dtype.name)
     partials: dict[int, Any] = {}
 
     def part(first: int, last: int) -> None:
-        taps = numpy.zeros((kh, kw, c, o), x_padded.dtype)
-        run(x_padded.reshape(-1), grad_y.reshape(-1), taps.reshape(-1), hp, wp, kh, kw, ho, wo,
-            stride[0], stride[1], dilation[0], dilation[1], first, last)
+        taps = numpy.zeros((kh, kw, c, o), x.dtype)
+        run(x.reshape(-1), grad_y.reshape(-1), taps.reshape(-1), h, w, top, left, h + top + bottom,
+            w + left + right, kh, kw, ho, wo, stride[0], stride[1], dilation[0], dilation[1], first, last)
         partials[first] = taps
 
     _run_split(part, n, 2 * 2 * n * ho * wo * o * c * kh * kw)  # counted double: see _run_split
@@ -114,13 +124,18 @@ def conv_weight_grad(x_padded: Any, grad_y: Any, kernel: tuple[int, int], stride
 
 
 def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: tuple[int, int],
-               dilation: tuple[int, int], rows: tuple[int, int]) -> Any:
-    """``(N, Ho, Wo, O)`` correlation of ``x`` ``(N, Hp, Wp, C)`` with ``taps`` ``(kh, kw, C, O)`` plus
-    ``shift`` ``(O,)``; rows of ``x`` outside ``rows`` (first, end) are zero and never read: an input
-    gradient's padded output gradient is mostly such rows (lenet5's 16->6: 8 of 18)."""
-    n, hp, wp, c = x.shape
+               dilation: tuple[int, int], padding: tuple[int, int, int, int]) -> Any:
+    """``(N, Ho, Wo, O)`` correlation of ``x`` ``(N, H, W, C)``, zero-padded by ``padding`` (top, bottom,
+    left, right), with ``taps`` ``(kh, kw, C, O)``, plus ``shift`` ``(O,)``.
+
+    The kernel copies one image at a time into a zero-bordered scratch image of its thread, which stays
+    in cache, instead of a padded copy of the whole batch passing through memory; rows of padding are
+    never read (an input gradient's padded output gradient is mostly such rows: lenet5's 16->6, 8 of
+    18)."""
+    n, h, w, c = x.shape
     kh, kw, _, o = taps.shape
     ho, wo = out_hw
+    top, bottom, left, right = padding
     computed = _computed_channels(o)
     if computed > o:  # zero weights for the extra channels, which the kernel computes but never stores
         taps = numpy.concatenate([taps, numpy.zeros((kh, kw, c, computed - o), taps.dtype)], axis=3)
@@ -130,10 +145,10 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
     out = numpy.empty((n, ho, wo, o), x.dtype)
 
     def part(first: int, last: int) -> None:
-        run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), hp, wp, c, kh, kw, ho, wo,
-            stride[0], stride[1], dilation[0], dilation[1], rows[0], rows[1], first, last)
+        run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), h, w, top, left, h + top + bottom,
+            w + left + right, c, kh, kw, ho, wo, stride[0], stride[1], dilation[0], dilation[1], first, last)
 
-    taps_read = _rows_read(ho, kh, stride[0], dilation[0], rows) * kw
+    taps_read = _rows_read(ho, kh, stride[0], dilation[0], (top, top + h)) * kw
     _run_split(part, n, 2 * n * wo * computed * c * taps_read)
     return out
 
@@ -202,12 +217,13 @@ def _forward_source(o: int, computed: int, group: int, block: int, one_channel: 
     faster than with the channel count as a run-time argument; with 6-16 channels a literal count measured
     even or slower)."""
     narrow = computed > o
-    lines = ["def kernel(x, taps, shift, out, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, r0, r1, first, last):"]
+    lines = ["def kernel(x, taps, shift, out, h, w, pt, pl, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):"]
     lines += ["    c = 1"] if one_channel else []
     lines += ["    step = sw * c",
               f"    scratch = numpy.empty(wo * {computed}, dtype=out.dtype)" if narrow else "    scratch = out",
-              "    for n in range(first, last):",
-              "        for y in range(ho):",
+              "    r0, r1 = pt, pt + h"]
+    lines += _padded_image_source(" " * 4)
+    lines += ["        for y in range(ho):",
               "            row0 = " + ("0" if narrow else f"(n * ho + y) * wo * {o}"),
               f"            for g0 in range(0, {computed}, {group}):",
               f"                for start in range(0, wo, {block}):",
@@ -228,7 +244,7 @@ def _pixel_block_source(stride: int, group: int, pixels: int, pad: str) -> list[
               pad + "    xrow = y * sh + i * dh",
               pad + "    if xrow < r0 or xrow >= r1:",
               pad + "        continue",
-              pad + "    row = ((n * hp + xrow) * wp + x0 * sw) * c",
+              pad + "    row = image + (xrow * wp + x0 * sw) * c",
               pad + "    for j in range(kw):",
               pad + "        at = row + j * dw * c",
               pad + f"        tap = (i * kw + j) * c * {stride} + g0",
@@ -236,11 +252,30 @@ def _pixel_block_source(stride: int, group: int, pixels: int, pad: str) -> list[
     inner = pad + " " * 12
     lines += [inner + f"w{k} = taps[U(tap + ch * {stride} + {k})]" for k in range(group)]
     for r in range(pixels):
-        lines.append(inner + f"v = x[U(at + {r} * step + ch)]")
+        lines.append(inner + f"v = src[U(at + {r} * step + ch)]")
         lines += [inner + f"a{r}_{k} += v * w{k}" for k in range(group)]
     lines.append(pad + f"base = row0 + x0 * {stride} + g0")
     lines += [pad + f"scratch[U(base + {r * stride + k})] = a{r}_{k}" for r in range(pixels) for k in range(group)]
     return lines
+
+
+def _padded_image_source(pad: str) -> list[str]:
+    """Lines that open the loop over images ``n`` and set ``src`` and ``image`` (the flat array a kernel
+    reads and the offset of image ``n`` in it, whose padded size is ``hp x wp``): ``x`` itself when there
+    is no padding, else a scratch image with a zero border, into whose interior each image of ``x``
+    ``(N, h, w, c)`` is copied (``pt`` rows and ``pl`` columns in)."""
+    return [pad + "padded = pt != 0 or pl != 0 or hp != h or wp != w",
+            pad + "src = numpy.zeros(hp * wp * c, dtype=x.dtype) if padded else x",
+            pad + "image = 0",
+            pad + "for n in range(first, last):",
+            pad + "    if padded:",
+            pad + "        for yy in range(h):",
+            pad + "            s0 = (n * h + yy) * w * c",
+            pad + "            d0 = ((yy + pt) * wp + pl) * c",
+            pad + "            for k in range(w * c):",
+            pad + "                src[U(d0 + k)] = x[U(s0 + k)]",
+            pad + "    else:",
+            pad + "        image = n * hp * wp * c"]
 
 
 def _tap_group(c: int, o: int, kw: int) -> tuple[int, int]:
@@ -257,14 +292,18 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
     kernel columns by ``chans`` channels, the group's ``(cols*chans, O)`` gradients stay in registers
     while the pass runs along the row (one load of the output gradient feeds ``cols*chans`` FMAs)."""
     group = [(jj, cc) for jj in range(cols) for cc in range(chans)]
-    lines = ["def kernel(x, g, taps, hp, wp, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
+    lines = ["def kernel(x, g, taps, h, w, pt, pl, hp, wp, kh, kw, ho, wo, sh, sw, dh, dw, first, last):",
+             f"    c = {c}",
              f"    step = sw * {c}",
-             f"    colstep = dw * {c}",
-             "    for n in range(first, last):",
-             "        for y in range(ho):",
-             f"            grow = (n * ho + y) * wo * {o}",
-             "            for i in range(kh):",
-             f"                row = (n * hp + y * sh + i * dh) * wp * {c}",
+             f"    colstep = dw * {c}"]
+    lines += _padded_image_source(" " * 4)
+    lines += ["        for y in range(ho):",
+              f"            grow = (n * ho + y) * wo * {o}",
+              "            for i in range(kh):",
+              "                xrow = y * sh + i * dh",
+              "                if xrow < pt or xrow >= pt + h:",
+              "                    continue",
+              f"                row = image + xrow * wp * {c}",
              f"                for j0 in range(0, kw, {cols}):",
              f"                    for c0 in range(0, {c}, {chans}):",
              "                        at = row + j0 * colstep + c0",
@@ -276,7 +315,7 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
     lines += [pad + f"    g{k} = g[U(grow + p * {o} + {k})]" for k in range(o)]
     lines.append(pad + "    here = at + p * step")
     for t, (jj, cc) in enumerate(group):
-        lines.append(pad + f"    v = x[U(here + {jj} * colstep + {cc})]")
+        lines.append(pad + f"    v = src[U(here + {jj} * colstep + {cc})]")
         lines += [pad + f"    a{t}_{k} += v * g{k}" for k in range(o)]
     for t, (jj, cc) in enumerate(group):
         lines += [pad + f"taps[U(tap + {(jj * c + cc) * o + k})] = a{t}_{k}" for k in range(o)]
@@ -285,13 +324,13 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
 
 @cache
 def _forward_kernel(o: int, computed: int, group: int, block: int, one_channel: bool, dtype: str) -> Any:
-    ints = ", ".join(["int64"] * 15)
+    ints = ", ".join(["int64"] * 17)
     return compile_source(_forward_source(o, computed, group, block, one_channel),
                     f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 
 
 @cache
 def _weight_grad_kernel(c: int, o: int, cols: int, chans: int, dtype: str) -> Any:
-    ints = ", ".join(["int64"] * 12)
+    ints = ", ".join(["int64"] * 16)
     return compile_source(_weight_grad_source(c, o, cols, chans),
                     f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
