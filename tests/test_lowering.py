@@ -138,6 +138,29 @@ def _direct_against_im2col(c, o, kh, kw, padding, dilation, hw, dtype, rng) -> N
 
 
 @needs_numba
+@pytest.mark.parametrize("kind", ["columns", "direct", "auto"])
+@pytest.mark.parametrize("c, o, k, padding", [
+    (4, 16, 3, 1),   # the kernel's sums start from the addend
+    (5, 3, 3, 1),    # 3 outputs computed as 8: added afterwards
+    (3, 4, 1, 1),    # padding beyond the kernel's reach: a cropped gradient, added afterwards
+])
+def test_conv_backward_adds_add_to(kind, c, o, k, padding, rng) -> None:
+    """``conv2d_backward(..., add_to=a)`` returns the input gradient plus ``a`` (a residual block's shortcut
+    gradient), on every path, and leaves ``a`` as it was."""
+    x = rng.standard_normal((3, c, 6, 7)).astype(np.float32)
+    weight = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    geometry = ((1, 1), (padding,) * 4, (1, 1))
+    y, ctx = conv.conv2d_forward(x, weight, None, *geometry, kind)
+    grad_y = rng.standard_normal(y.shape).astype(np.float32)
+    addend = rng.standard_normal(x.shape).astype(np.float32)
+    kept = addend.copy()
+    plain, _, _ = conv2d_backward(grad_y, ctx)
+    summed, _, _ = conv2d_backward(grad_y, ctx, True, addend)
+    np.testing.assert_allclose(summed, plain + kept, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(addend, kept)
+
+
+@needs_numba
 def test_direct_kernels_take_a_gradient_of_another_dtype(rng) -> None:
     """A float64 output gradient into a float32 conv computes in float32, like the rest of the step."""
     x, weight = rng.standard_normal((2, 3, 8, 8)).astype(np.float32), rng.standard_normal((4, 3, 3, 3))

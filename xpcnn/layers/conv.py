@@ -79,9 +79,14 @@ class Conv2D(Layer):
                                       self.stride, self.padding, self.dilation, self.lowering)
         return y
 
-    def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
+    #: ``backward`` takes ``add_to``: see :meth:`backward`.
+    adds_input_grad = True
+
+    def backward(self, grad_out: Any, need_input_grad: bool = True, add_to: Any | None = None) -> Any:
+        """dL/d_in, plus ``add_to`` (shaped like the input) when given: a residual block hands its other
+        path's input gradient here, which the NumPy direct kernels add as they compute (no extra pass)."""
         self._expect_cached(self._ctx)
-        grad_x, grad_w, grad_b = conv2d_backward(grad_out, self._ctx, need_input_grad)
+        grad_x, grad_w, grad_b = conv2d_backward(grad_out, self._ctx, need_input_grad, add_to)
         self.grads["weight"] = grad_w
         if grad_b is not None:
             self.grads["bias"] = grad_b

@@ -114,13 +114,27 @@ class Residual(Layer):
         return main + short
 
     def backward(self, grad_out: Any, need_input_grad: bool = True) -> Any:
-        grad_main = _backward_path(self._steps("block"), grad_out, need_input_grad)
         grad_short = _backward_path(self._steps("shortcut"), grad_out, need_input_grad)
-        return accumulate(grad_main, grad_short, protected=grad_out) if need_input_grad else None
+        if not need_input_grad:
+            _backward_path(self._steps("block"), grad_out, False)
+            return None
+        return _backward_path(self._steps("block"), grad_out, True, add_to=grad_short, protected=grad_out)
 
 
-def _backward_path(steps: list[Any], grad: Any, need_input_grad: bool) -> Any:
-    """dL/d_input of a path of plan ``steps`` given dL/d_output (the first may skip its input gradient)."""
-    for k in reversed(range(len(steps))):
-        grad = steps[k].backward(grad, need_input_grad or k > 0)
-    return grad
+def _backward_path(steps: list[Any], grad: Any, need_input_grad: bool, add_to: Any | None = None,
+                   protected: Any | None = None) -> Any:
+    """dL/d_input of a path of plan ``steps`` given dL/d_output (the first may skip its input gradient), plus
+    ``add_to`` when given: added by the first layer where it can (a Conv2D's kernels add it as they compute),
+    else afterwards, in place where the path's result is an array of its own (sharing memory with neither
+    ``add_to`` nor ``protected``, the gradient the caller was handed)."""
+    from xpcnn.plan import LayerStep  # here, not at the top: xpcnn.plan imports xpcnn.layers
+    if add_to is None:
+        for k in reversed(range(len(steps))):
+            grad = steps[k].backward(grad, need_input_grad or k > 0)
+        return grad
+    for k in reversed(range(1, len(steps))):
+        grad = steps[k].backward(grad, True)
+    first = steps[0]
+    if isinstance(first, LayerStep) and getattr(first.layer, "adds_input_grad", False):
+        return first.layer.backward(grad, True, add_to=add_to)
+    return accumulate(first.backward(grad, True), add_to, protected=protected)

@@ -78,13 +78,18 @@ def conv2d_forward(x: Any, weight: Any, bias: Any | None, stride: Pair, padding:
     return B.channels_first(y), ctx
 
 
-def conv2d_backward(grad_y: Any, ctx: Any, need_input_grad: bool = True) -> tuple[Any | None, Any, Any | None]:
+def conv2d_backward(grad_y: Any, ctx: Any, need_input_grad: bool = True, add_to: Any | None = None
+                    ) -> tuple[Any | None, Any, Any | None]:
     """Gradients of :func:`conv2d_forward` for ``grad_y`` ``(N, O, Ho, Wo)``: ``(grad_x (N, C, H, W)``
     (None unless ``need_input_grad``), ``grad_weight (O, C, kh, kw), grad_bias (O,)`` or None).
+    ``add_to`` ``(N, C, H, W)``, when given, is added to ``grad_x`` (a residual block's other path: the
+    NumPy direct kernels start their sums from it, no extra pass); it is never written.
 
     ``grad_weight = patches.T @ g``; ``grad_x`` is col2im (the adjoint of im2col) of ``g @ W.T``."""
     if not isinstance(ctx, ConvContext):  # an accelerated kernel's context runs its own backward pass
-        return ctx.backward(grad_y, need_input_grad)
+        if add_to is None:
+            return ctx.backward(grad_y, need_input_grad)
+        return ctx.backward(grad_y, need_input_grad, add_to)
     xp = B.namespace_of(grad_y, ctx.x_padded)
     o, c, kh, kw = ctx.weight.shape
     g = xp.reshape(B.channels_last(grad_y), (-1, o))  # (N*Ho*Wo, O)
@@ -99,4 +104,6 @@ def conv2d_backward(grad_y: Any, ctx: Any, need_input_grad: bool = True) -> tupl
         dx = B.col2im_matmul(g, weight_matrix(ctx.weight), tuple(ctx.x_padded.shape), (kh, kw), ctx.out_hw,
                              ctx.stride, ctx.dilation)
         grad_x = B.channels_first(B.crop_hw(dx, *ctx.padding))
+        if add_to is not None:
+            grad_x = grad_x + add_to
     return grad_x, grad_w, grad_b

@@ -21,6 +21,7 @@ from xpcnn.kernels.numpy import compiled, direct
 from xpcnn.kernels.numpy.lowering import Lowering, choose_lowering
 from xpcnn.kernels.numpy.threads import batch_ranges, parallel_map, split_batch
 from xpcnn.kernels.registry import register
+from xpcnn.ops.arithmetic import accumulate
 from xpcnn.ops.shapes import Pair, Padding, output_hw
 from xpcnn.settings import current
 
@@ -77,7 +78,8 @@ class LoweredContext:
     chunks: list[tuple[int, int]]  # image ranges, one patch matrix each
     columns: list | None = None  # the forward pass's patch chunks, when small enough to keep
 
-    def backward(self, grad_y: Any, need_input_grad: bool) -> tuple[Any | None, Any, Any | None]:
+    def backward(self, grad_y: Any, need_input_grad: bool, add_to: Any | None = None
+                 ) -> tuple[Any | None, Any, Any | None]:
         plan = self.lowering
         source = plan.view(self.x_padded)
         rows, k = plan.rows_per_image, self.w_matrix.shape[0]
@@ -105,6 +107,8 @@ class LoweredContext:
         if need_input_grad:
             dx = plan.unview(dsource, tuple(self.x_padded.shape))
             grad_x = B.channels_first(B.crop_hw(dx, *self.padding))
+            if add_to is not None:
+                grad_x = accumulate(grad_x, add_to, protected=grad_y)  # dsource is ours to write
         return grad_x, grad_w, grad_b
 
 
@@ -119,15 +123,17 @@ class DirectContext:
     padding: Padding
     has_bias: bool
 
-    def backward(self, grad_y: Any, need_input_grad: bool) -> tuple[Any | None, Any, Any | None]:
+    def backward(self, grad_y: Any, need_input_grad: bool, add_to: Any | None = None
+                 ) -> tuple[Any | None, Any, Any | None]:
         g = B.channels_last(grad_y)
         grad_b = bias_grad(g) if self.has_bias else None
         grad_w = direct.conv_weight_grad(self.x, g, tuple(self.weight.shape[2:]), self.padding, self.stride,
                                          self.dilation)
         grad_x = None
         if need_input_grad:
+            addend = None if add_to is None else B.channels_last(add_to)
             grad_x = B.channels_first(direct.conv_input_grad(g, self.weight, self.padding,
-                                                             tuple(self.x.shape[1:3]), self.dilation))
+                                                             tuple(self.x.shape[1:3]), self.dilation, addend))
         return grad_x, grad_w, grad_b
 
 

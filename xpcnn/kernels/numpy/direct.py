@@ -76,13 +76,14 @@ def conv_forward(x: Any, weight: Any, bias: Any | None, padding: tuple[int, int,
 
 
 def conv_input_grad(grad_y: Any, weight: Any, padding: tuple[int, int, int, int], input_hw: tuple[int, int],
-                    dilation: tuple[int, int]) -> Any:
+                    dilation: tuple[int, int], add_to: Any | None = None) -> Any:
     """Gradient ``(N, H, W, C)`` of the input of a stride-1 :func:`conv_forward` with ``padding``, from
     ``grad_y`` ``(N, Ho, Wo, O)``: the output gradient, padded by the kernel's reach less the forward
     padding, correlated with the kernel flipped in space and transposed in channels. Only the ``H x W``
     pixels of the unpadded input are computed (a ``3x3`` conv on ``8x8`` images would otherwise compute
     ``10x10``), C-contiguous; where a padding exceeds the kernel's reach, the padded input's gradient is
-    computed and cropped (a strided view)."""
+    computed and cropped (a strided view). ``add_to`` ``(N, H, W, C)``, when given, is added to the result:
+    the kernel starts its sums from it instead of from zero (a residual block's other path: no extra pass)."""
     _, c, kh, kw = weight.shape
     (dh, dw), (h, w) = dilation, input_hw
     reach_h, reach_w = (kh - 1) * dh, (kw - 1) * dw
@@ -92,9 +93,10 @@ def conv_input_grad(grad_y: Any, weight: Any, padding: tuple[int, int, int, int]
     if max(top, bottom) > reach_h or max(left, right) > reach_w:
         full = _correlate(grad_y, taps, zeros, (h + top + bottom, w + left + right), (1, 1), dilation,
                           (reach_h, reach_h, reach_w, reach_w))
-        return full[:, top:top + h, left:left + w, :]
+        grad = full[:, top:top + h, left:left + w, :]
+        return grad if add_to is None else grad + add_to
     return _correlate(grad_y, taps, zeros, (h, w), (1, 1), dilation,
-                      (reach_h - top, reach_h - bottom, reach_w - left, reach_w - right))
+                      (reach_h - top, reach_h - bottom, reach_w - left, reach_w - right), add_to)
 
 
 def conv_weight_grad(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int, int, int],
@@ -124,9 +126,10 @@ def conv_weight_grad(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tupl
 
 
 def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: tuple[int, int],
-               dilation: tuple[int, int], padding: tuple[int, int, int, int]) -> Any:
+               dilation: tuple[int, int], padding: tuple[int, int, int, int], init: Any | None = None) -> Any:
     """``(N, Ho, Wo, O)`` correlation of ``x`` ``(N, H, W, C)``, zero-padded by ``padding`` (top, bottom,
-    left, right), with ``taps`` ``(kh, kw, C, O)``, plus ``shift`` ``(O,)``.
+    left, right), with ``taps`` ``(kh, kw, C, O)``, plus ``shift`` ``(O,)``, plus ``init`` ``(N, Ho, Wo, O)``
+    when given (the sums start from it; with 2-7 outputs, computed as 8, it is added afterwards).
 
     The kernel copies one image at a time into a zero-bordered scratch image of its thread, which stays
     in cache, instead of a padded copy of the whole batch passing through memory; rows of padding are
@@ -143,13 +146,18 @@ def _correlate(x: Any, taps: Any, shift: Any, out_hw: tuple[int, int], stride: t
     group, block = _register_block(computed, wo)
     run = _forward_kernel(o, computed, group, block, c == 1, x.dtype.name)
     out = numpy.empty((n, ho, wo, o), x.dtype)
+    seeded = init is not None and computed == o
+    start = numpy.ascontiguousarray(init, x.dtype).reshape(-1) if seeded else shift
 
     def part(first: int, last: int) -> None:
-        run(x.reshape(-1), taps.reshape(-1), shift, out.reshape(-1), h, w, top, left, h + top + bottom,
-            w + left + right, c, kh, kw, ho, wo, stride[0], stride[1], dilation[0], dilation[1], first, last)
+        run(x.reshape(-1), taps.reshape(-1), shift, start, out.reshape(-1), h, w, top, left, h + top + bottom,
+            w + left + right, c, kh, kw, ho, wo, stride[0], stride[1], dilation[0], dilation[1], int(seeded),
+            first, last)
 
     taps_read = _rows_read(ho, kh, stride[0], dilation[0], (top, top + h)) * kw
     _run_split(part, n, 2 * n * wo * computed * c * taps_read)
+    if init is not None and not seeded:
+        out += init
     return out
 
 
@@ -217,7 +225,8 @@ def _forward_source(o: int, computed: int, group: int, block: int, one_channel: 
     faster than with the channel count as a run-time argument; with 6-16 channels a literal count measured
     even or slower)."""
     narrow = computed > o
-    lines = ["def kernel(x, taps, shift, out, h, w, pt, pl, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, first, last):"]
+    lines = ["def kernel(x, taps, shift, init, out, h, w, pt, pl, hp, wp, c, kh, kw, ho, wo, sh, sw, dh, dw, seeded,"
+             " first, last):"]
     lines += ["    c = 1"] if one_channel else []
     lines += ["    step = sw * c",
               f"    scratch = numpy.empty(wo * {computed}, dtype=out.dtype)" if narrow else "    scratch = out",
@@ -228,7 +237,7 @@ def _forward_source(o: int, computed: int, group: int, block: int, one_channel: 
               f"            for g0 in range(0, {computed}, {group}):",
               f"                for start in range(0, wo, {block}):",
               f"                    x0 = min(start, wo - {block})"]
-    lines += _pixel_block_source(computed, group, block, " " * 20)
+    lines += _pixel_block_source(computed, group, block, " " * 20, seeded=not narrow)
     if narrow:
         lines += [f"            base = (n * ho + y) * wo * {o}",
                   "            for p in range(wo):"]
@@ -236,10 +245,18 @@ def _forward_source(o: int, computed: int, group: int, block: int, one_channel: 
     return "\n".join(lines)
 
 
-def _pixel_block_source(stride: int, group: int, pixels: int, pad: str) -> list[str]:
+def _pixel_block_source(stride: int, group: int, pixels: int, pad: str, seeded: bool = False) -> list[str]:
     """A register block of ``pixels`` output pixels by ``group`` channels, written to ``scratch`` (whose
-    pixels are ``stride`` values apart) from offset ``row0``."""
-    lines = [pad + "; ".join(f"a{r}_{k} = shift[g0 + {k}]" for k in range(group)) for r in range(pixels)]
+    pixels are ``stride`` values apart) from offset ``row0``; its sums start from ``shift``, or with
+    ``seeded`` (a run-time flag of the kernel, where ``scratch`` is ``out``) from ``init``, laid out as ``out``."""
+    start = [pad + "; ".join(f"a{r}_{k} = shift[g0 + {k}]" for k in range(group)) for r in range(pixels)]
+    if seeded:
+        inner = pad + "    "
+        start = ([pad + "if seeded:", inner + f"base = row0 + x0 * {stride} + g0"]
+                 + [inner + "; ".join(f"a{r}_{k} = init[U(base + {r * stride + k})]" for k in range(group))
+                    for r in range(pixels)]
+                 + [pad + "else:"] + ["    " + line for line in start])
+    lines = list(start)
     lines += [pad + "for i in range(kh):",
               pad + "    xrow = y * sh + i * dh",
               pad + "    if xrow < r0 or xrow >= r1:",
@@ -324,9 +341,9 @@ def _weight_grad_source(c: int, o: int, cols: int, chans: int) -> str:
 
 @cache
 def _forward_kernel(o: int, computed: int, group: int, block: int, one_channel: bool, dtype: str) -> Any:
-    ints = ", ".join(["int64"] * 17)
+    ints = ", ".join(["int64"] * 18)
     return compile_source(_forward_source(o, computed, group, block, one_channel),
-                    f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
+                    f"void({dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {dtype}[::1], {ints})")
 
 
 @cache
