@@ -158,13 +158,15 @@ def _batchnorm():
     return Case("batchnorm2d", make, torch_fn, (4, 3, 5, 5))
 
 
-def _residual(shortcut: bool, name: str):
-    """A basic ResNet block (conv-BN-ReLU-conv-BN), with an identity or a strided 1x1 conv + BN shortcut."""
+def _residual(shortcut: bool, name: str, cin: int = 3):
+    """A basic ResNet block (conv-BN-ReLU-conv-BN), with an identity or a strided 1x1 conv + BN shortcut.
+    With an identity shortcut and 8 or more channels, the NumPy direct kernel of the block's first conv starts
+    its input gradient's sums from the shortcut's gradient (with fewer it adds it afterwards)."""
     def make():
-        cout, stride = (4, 2) if shortcut else (3, 1)
-        block = [L.Conv2D(3, cout, 3, stride=stride, padding=1, bias=False, seed=11), _batchnorm_layer(cout, 1),
+        cout, stride = (4, 2) if shortcut else (cin, 1)
+        block = [L.Conv2D(cin, cout, 3, stride=stride, padding=1, bias=False, seed=11), _batchnorm_layer(cout, 1),
                  L.ReLU(), L.Conv2D(cout, cout, 3, padding=1, bias=False, seed=12), _batchnorm_layer(cout, 2)]
-        side = [L.Conv2D(3, cout, 1, stride=2, bias=False, seed=13), _batchnorm_layer(cout, 3)] if shortcut else None
+        side = [L.Conv2D(cin, cout, 1, stride=2, bias=False, seed=13), _batchnorm_layer(cout, 3)] if shortcut else None
         return L.Residual(block, side)
 
     def torch_fn(x, **params):
@@ -174,7 +176,7 @@ def _residual(shortcut: bool, name: str):
         from xpcnn.model import layer_spec
         module = torch_layer(layer_spec(make())).to(x.dtype)
         return torch.func.functional_call(module, params, (x,))
-    return Case(name, make, torch_fn, (3, 3, 6, 5))
+    return Case(name, make, torch_fn, (3, cin, 6, 5))
 
 
 def _batchnorm_layer(c: int, seed: int):
@@ -187,6 +189,6 @@ def _batchnorm_layer(c: int, seed: int):
 
 
 PARAM_CASES = [_dense(True), _dense(False), _batchnorm(), _residual(False, "residual-identity"),
-               _residual(True, "residual-projection")]
+               _residual(False, "residual-identity-8", cin=8), _residual(True, "residual-projection")]
 
 ALL_CASES = CONV_CASES + POOL_CASES + ELEMENTWISE_CASES + PARAM_CASES
