@@ -38,7 +38,7 @@ def compile_source(source: str, signature: str) -> Any:
         if not _announced and not (cached and _in_numba_cache(kernel)):
             _announced = True
             print(f"xpcnn: compiling NumPy kernels for new layer shapes (once: cached under {cache_dir()}; "
-                  "up to half a minute for wide layers)", file=sys.stderr, flush=True)
+                  "about a minute for a model of many wide layers, such as resnet20)", file=sys.stderr, flush=True)
         started = time.perf_counter()
         saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
         try:
