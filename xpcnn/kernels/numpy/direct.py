@@ -16,7 +16,8 @@ and the register file that holds the block.
 Two kernels cover training: the forward pass (also the input gradient at stride one: a
 convolution of the padded output gradient with the flipped, transposed kernel) and the weight
 gradient, which keeps the gradients of a group of kernel taps in registers along a row of
-output pixels (see :func:`_tap_group`).
+output pixels (see :func:`_tap_group`). Neither needs a padded copy of the batch: each copies one
+image at a time into a zero-bordered scratch image of its thread (see :func:`_correlate`).
 Kernels compile on first use for a shape family (one to three seconds each with few channels,
 7-14 s for the 384-accumulator blocks of 32-64 channels), and numba caches their machine code
 on disk for later processes (:func:`xpcnn.kernels.numpy.generated.cache_dir`).
