@@ -128,13 +128,13 @@ def _backward_path(steps: list[Any], grad: Any, need_input_grad: bool, add_to: A
     else afterwards, in place where the path's result is an array of its own (sharing memory with neither
     ``add_to`` nor ``protected``, the gradient the caller was handed)."""
     from xpcnn.plan import LayerStep  # here, not at the top: xpcnn.plan imports xpcnn.layers
-    if add_to is None:
-        for k in reversed(range(len(steps))):
-            grad = steps[k].backward(grad, need_input_grad or k > 0)
-        return grad
+    if not steps:  # an identity shortcut
+        return grad if add_to is None else accumulate(grad, add_to, protected=protected)
     for k in reversed(range(1, len(steps))):
         grad = steps[k].backward(grad, True)
     first = steps[0]
+    if add_to is None:
+        return first.backward(grad, need_input_grad)
     if isinstance(first, LayerStep) and getattr(first.layer, "adds_input_grad", False):
         return first.layer.backward(grad, True, add_to=add_to)
     return accumulate(first.backward(grad, True), add_to, protected=protected)
