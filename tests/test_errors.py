@@ -92,3 +92,14 @@ def test_direct_lowering_says_when_it_cannot_run(library, channels, stride, mess
 def test_direct_is_no_matrix_plan() -> None:
     with pytest.raises(ValueError, match="'direct' lowering is no matrix product"):
         choose_lowering((1, 8, 8, 1), (2, 1, 3, 3), (1, 1), (1, 1), (6, 6), "direct")
+
+
+@pytest.mark.parametrize("lowering", ["auto", "columns"])
+def test_conv_backward_refuses_add_to_of_another_shape(lowering, rng) -> None:
+    """A wrong-shaped ``add_to`` is refused in one line before any kernel reads it (the direct kernels index
+    without bounds checks), on every path: the reference op where the kernels are off."""
+    layer = L.Conv2D(3, 8, 3, padding=1, lowering=lowering)
+    y = layer.forward(rng.standard_normal((2, 3, 5, 6)).astype(np.float32))
+    with pytest.raises(ShapeError, match=r"add_to has shape \(2, 3, 5, 5\), but the convolution's "
+                                             r"input had shape \(2, 3, 5, 6\)"):
+        layer.backward(np.ones(y.shape, np.float32), add_to=np.zeros((2, 3, 5, 5), np.float32))

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from xpcnn import backend as B
+from xpcnn.errors import ShapeError
 from xpcnn.kernels import dispatch
-from xpcnn.ops.shapes import Pair, Padding, output_hw
+from xpcnn.ops.shapes import Pair, Padding, output_hw, unpadded_shape
 from xpcnn.settings import current
 
 #: Values of ``Conv2D(lowering=...)``: ``"auto"`` (the kernel registry chooses; the reference where no
@@ -41,6 +42,11 @@ class ConvContext:
     dilation: Pair
     out_hw: Pair
     has_bias: bool
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(N, C, H, W)`` of the forward pass's input."""
+        return unpadded_shape(tuple(self.x_padded.shape), self.padding)
 
 
 def weight_matrix(weight: Any) -> Any:
@@ -83,9 +89,13 @@ def conv2d_backward(grad_y: Any, ctx: Any, need_input_grad: bool = True, add_to:
     """Gradients of :func:`conv2d_forward` for ``grad_y`` ``(N, O, Ho, Wo)``: ``(grad_x (N, C, H, W)``
     (None unless ``need_input_grad``), ``grad_weight (O, C, kh, kw), grad_bias (O,)`` or None).
     ``add_to`` ``(N, C, H, W)``, when given, is added to ``grad_x`` (a residual block's other path: the
-    NumPy direct kernels start their sums from it, no extra pass); it is never written.
+    NumPy direct kernels start their sums from it, no extra pass); it is never written. Raises
+    :class:`~xpcnn.errors.ShapeError` when its shape is not the input's.
 
     ``grad_weight = patches.T @ g``; ``grad_x`` is col2im (the adjoint of im2col) of ``g @ W.T``."""
+    if add_to is not None and tuple(add_to.shape) != ctx.input_shape:
+        raise ShapeError(f"conv2d_backward: add_to has shape {tuple(add_to.shape)}, but the convolution's input "
+                         f"had shape {ctx.input_shape}; pass a gradient shaped like that input")
     if not isinstance(ctx, ConvContext):  # an accelerated kernel's context runs its own backward pass
         return ctx.backward(grad_y, need_input_grad, add_to)
     xp = B.namespace_of(grad_y, ctx.x_padded)

@@ -40,6 +40,12 @@ def resolve_padding(padding: int | tuple[int, int] | str, kernel: Pair, dilation
     return (ph, ph, pw, pw)
 
 
+def unpadded_shape(padded_shape: tuple[int, int, int, int], padding: Padding) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` of an input whose channel-last copy, padded by ``padding``, is ``(N, Hp, Wp, C)``."""
+    n, hp, wp, c = padded_shape
+    return (n, c, hp - padding[0] - padding[1], wp - padding[2] - padding[3])
+
+
 def output_hw(in_hw: Pair, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair) -> Pair:
     """Output height and width of a sliding window (no ceil mode), possibly <= 0 if it does not fit."""
     h = (in_hw[0] + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1

@@ -22,7 +22,7 @@ from xpcnn.kernels.numpy.lowering import Lowering, choose_lowering
 from xpcnn.kernels.numpy.threads import batch_ranges, parallel_map, split_batch
 from xpcnn.kernels.registry import register
 from xpcnn.ops.arithmetic import accumulate
-from xpcnn.ops.shapes import Pair, Padding, output_hw
+from xpcnn.ops.shapes import Pair, Padding, output_hw, unpadded_shape
 from xpcnn.settings import current
 
 
@@ -78,6 +78,11 @@ class LoweredContext:
     chunks: list[tuple[int, int]]  # image ranges, one patch matrix each
     columns: list | None = None  # the forward pass's patch chunks, when small enough to keep
 
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(N, C, H, W)`` of the forward pass's input."""
+        return unpadded_shape(tuple(self.x_padded.shape), self.padding)
+
     def backward(self, grad_y: Any, need_input_grad: bool, add_to: Any | None = None
                  ) -> tuple[Any | None, Any, Any | None]:
         plan = self.lowering
@@ -122,6 +127,12 @@ class DirectContext:
     dilation: Pair
     padding: Padding
     has_bias: bool
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(N, C, H, W)`` of the forward pass's input."""
+        n, h, w, c = self.x.shape
+        return (n, c, h, w)
 
     def backward(self, grad_y: Any, need_input_grad: bool, add_to: Any | None = None
                  ) -> tuple[Any | None, Any, Any | None]:
